@@ -1,0 +1,104 @@
+"""The `caviar` command. Exit codes: 0 success, 2 a user error (one line per problem, no
+traceback), 1 an internal error."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from caviar.errors import CaviarError
+
+
+def _validate(args: argparse.Namespace) -> None:
+    from caviar.spec import load_spec
+
+    spec = load_spec(args.spec)
+    searched = ", ".join(spec.space.searched) or "nothing"
+    print(
+        f"{args.spec}: ok: sweep '{spec.name}', {spec.budget.num_samples} trials of "
+        f"{spec.train.task or spec.train.function}, searching {searched} with "
+        f"{spec.searcher.name}, scheduler {spec.scheduler.name}, {spec.mode} {spec.metric}"
+    )
+
+
+def _run(args: argparse.Namespace) -> None:
+    from caviar.spec import load_spec
+
+    spec = load_spec(args.spec)  # every spec problem is reported before Ray starts
+    from caviar import driver
+
+    run_dir = driver.run(spec, address=args.address, storage=args.storage, name=args.name)
+    _print_results(run_dir, top=5, as_json=False)
+    print(run_dir)
+
+
+def _results(args: argparse.Namespace) -> None:
+    _print_results(args.run_dir, top=args.top, as_json=args.json)
+
+
+def _print_results(run_dir: str, top: int, as_json: bool) -> None:
+    from pathlib import Path
+
+    import pandas as pd
+
+    from caviar.results import SPEC_FILE, leaderboard, load_trials
+    from caviar.spec import read_yaml
+
+    trials = load_trials(run_dir)
+    spec = read_yaml(Path(run_dir) / SPEC_FILE)
+    metric, mode = spec["metric"], spec["mode"]
+    board = leaderboard(trials, metric, mode, top)
+    if as_json:
+        print(board.to_json(orient="records", indent=2))
+        return
+    counts = trials["status"].value_counts().to_dict()
+    print(f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    params = [c for c in board.columns if c.startswith("param_") and board[c].nunique() > 1]
+    cols = ["trial_id", "status", "round", "epochs", f"best_{metric}", *params]
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="caviar", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    v = sub.add_parser("validate", help="check a sweep spec; nothing is launched")
+    v.add_argument("spec")
+    v.set_defaults(func=_validate)
+
+    r = sub.add_parser("run", help="run a sweep; prints the run directory")
+    r.add_argument("spec")
+    r.add_argument("--address", help="Ray address ('auto' joins `ray start --head`); "
+                   "default: RAY_ADDRESS, else a private local Ray")
+    r.add_argument("--storage", help="root directory for run directories (default ./caviar_runs)")
+    r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
+    r.set_defaults(func=_run)
+
+    s = sub.add_parser("results", help="the best trials of a run")
+    s.add_argument("run_dir")
+    s.add_argument("--top", type=int, default=10)
+    s.add_argument("--json", action="store_true", help="JSON records instead of a table")
+    s.set_defaults(func=_results)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except CaviarError as e:
+        for problem in e.problems:
+            print(f"caviar: error: {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("caviar: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""Spec -> Ray Tune: the trainable, its resources, the searcher, ASHA, checkpoints; then the
+results into Parquet. This module and `caviar.session` are the only ones that talk to Ray."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from caviar import results, session
+from caviar.errors import CaviarError, RunDirError
+from caviar.searchers import Outcome, Searcher, searcher_class
+from caviar.spec import SweepSpec, dump_yaml, spec_to_dict
+
+# Ray Tune warns on every forced experiment snapshot, which per-epoch checkpoints trigger.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+# Ray logs every result as JSON, CSV and TensorBoard; caviar reads only the JSON (results.py),
+# so the others are turned off and the JSON logger is added back explicitly.
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+DEFAULT_STORAGE = "caviar_runs"
+
+
+def load_function(target: str, search_path: str | None = None) -> Callable[[dict], Any]:
+    """Import "module:function", looking in `search_path` (the user's working directory) too."""
+    module_name, _, attr = target.partition(":")
+    if search_path and search_path not in sys.path:
+        sys.path.insert(0, search_path)
+    try:
+        fn = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise CaviarError(
+            f"train.function: cannot import {target!r} ({type(e).__name__}: {e}); the module "
+            "must be importable from the working directory or installed"
+        ) from None
+    if not callable(fn):
+        raise CaviarError(f"train.function: {target!r} is not callable")
+    return fn
+
+
+def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, metric: str) -> None:
+    from caviar.train.loop import train
+
+    fn = functools.partial(train, data=data, model=model, threads=threads)
+    session.run(fn, config, session.RaySession(metric))
+
+
+def _user_trainable(config: dict, *, target: str, search_path: str, metric: str) -> None:
+    session.run(load_function(target, search_path), config, session.RaySession(metric))
+
+
+def make_trainable(spec: SweepSpec, search_path: str) -> Any:
+    """The function Ray Tune runs for each trial, with its resources attached."""
+    from ray import tune
+
+    if spec.train.function:
+        fn = functools.partial(
+            _user_trainable, target=spec.train.function, search_path=search_path,
+            metric=spec.metric,
+        )
+        trainable = tune.with_parameters(fn)
+    else:
+        from caviar.train.data import load
+
+        # Built once in the driver and shared through the object store: no trial rebuilds it.
+        trainable = tune.with_parameters(
+            functools.partial(
+                _builtin_trainable, model=spec.train.model,
+                threads=max(1, int(spec.resources.cpu)), metric=spec.metric,
+            ),
+            data=load(spec.train.task, spec.seed),
+        )
+    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
+    """Adapt a caviar searcher to Ray Tune's Searcher interface."""
+    from ray.tune.search import Searcher as RaySearcher
+
+    class TuneSearcher(RaySearcher):
+        def __init__(self) -> None:
+            super().__init__(metric=searcher.metric, mode=searcher.mode)
+            # Not `self.searcher`: Ray takes any object with that attribute for a wrapper.
+            self.last: dict[str, dict] = {}
+
+        def suggest(self, trial_id: str) -> dict | None:
+            return searcher.suggest(trial_id)
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self.last[trial_id] = result
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+            last = result or self.last.pop(trial_id, None)
+            self.last.pop(trial_id, None)
+            status = results.trial_status(last, error, max_epochs)
+            value = last.get(searcher.metric) if last else None
+            searcher.on_trial_complete(
+                trial_id,
+                Outcome(status, value, value, int(last.get("epoch", 0)) if last else 0),
+            )
+
+        def save(self, checkpoint_path: str) -> None:
+            import pickle
+
+            with open(checkpoint_path, "wb") as f:
+                pickle.dump(searcher.state_dict(), f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            import pickle
+
+            with open(checkpoint_path, "rb") as f:
+                searcher.load_state_dict(pickle.load(f))
+
+    return TuneSearcher()
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    s = spec.scheduler
+    if s.name == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(
+        time_attr="epoch", max_t=spec.train.max_epochs, grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor, brackets=s.brackets,
+    )
+
+
+def _progress_callback(spec: SweepSpec, searcher: Searcher) -> Any:
+    from ray.tune import Callback
+
+    total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
+    better = max if mode == "max" else min
+
+    class Progress(Callback):
+        def __init__(self) -> None:
+            self.done, self.best, self.started = 0, None, time.monotonic()
+
+        def _line(self, trial: Any, status: str) -> None:
+            self.done += 1
+            last = trial.last_result or {}
+            value = last.get(metric)
+            if status in ("completed", "early_stopped") and isinstance(value, (int, float)):
+                self.best = value if self.best is None else better(self.best, value)
+            shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+            best = f"{self.best:.4g}" if self.best is not None else "-"
+            print(
+                f"[{self.done}/{total} {time.monotonic() - self.started:6.1f}s] "
+                f"trial {trial.trial_id} {status} at epoch {last.get('epoch', 0)}: "
+                f"{metric}={shown}  best {metric}={best}",
+                flush=True,
+            )
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            last = trial.last_result or {}
+            self._line(trial, results.trial_status(last, False, spec.train.max_epochs))
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._line(trial, "error")
+
+    return Progress()
+
+
+def _init_ray(address: str | None) -> None:
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        # The embedded default: a private Ray on this machine, sized to it, gone with us.
+        ray.init(address="local", include_dashboard=False, log_to_driver=False)
+
+
+def _default_concurrency(spec: SweepSpec) -> int:
+    import ray
+
+    have = ray.cluster_resources()
+    cpu, gpu = have.get("CPU", 0.0), have.get("GPU", 0.0)
+    slots = math.floor(cpu / spec.resources.cpu + 1e-9)
+    if spec.resources.gpu:
+        slots = min(slots, math.floor(gpu / spec.resources.gpu + 1e-9))
+    if slots < 1:
+        raise CaviarError(
+            f"resources: a trial asks for cpu={spec.resources.cpu}, gpu={spec.resources.gpu} "
+            f"but the cluster has CPU={cpu:g}, GPU={gpu:g}; lower the request or add nodes"
+        )
+    return slots
+
+
+def resolve_run_dir(spec: SweepSpec, storage: str | None, name: str | None) -> Path:
+    root = Path(storage or spec.storage or DEFAULT_STORAGE).expanduser().resolve()
+    name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise RunDirError(f"--name: expected a plain directory name, found {name!r}")
+    return root / name
+
+
+def run(
+    spec: SweepSpec,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    name: str | None = None,
+) -> Path:
+    """Run the sweep; return the run directory with its Parquet results."""
+    run_dir = resolve_run_dir(spec, storage, name)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(
+            f"{run_dir}: already exists; pass another --name, or `caviar resume {run_dir}`"
+        )
+    search_path = os.getcwd()
+    if spec.train.function:
+        load_function(spec.train.function, search_path)  # fail before Ray starts
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    spec_yaml = dump_yaml(spec_to_dict(spec))
+    (run_dir / results.SPEC_FILE).write_text(spec_yaml)
+
+    import ray
+    from ray import tune
+    from ray.tune.logger import JsonLoggerCallback
+
+    _init_ray(address)
+    try:
+        searcher = searcher_class(spec.searcher.name)(
+            spec.trial_space(), spec.metric, spec.mode, spec.budget.num_samples, spec.seed,
+            spec.searcher.options,
+        )
+        # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
+        concurrency = spec.budget.max_concurrent or _default_concurrency(spec)
+        search_alg = tune.search.ConcurrencyLimiter(
+            _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
+        )
+        tuner = tune.Tuner(
+            make_trainable(spec, search_path),
+            tune_config=tune.TuneConfig(
+                metric=spec.metric, mode=spec.mode, search_alg=search_alg,
+                scheduler=_scheduler(spec), num_samples=spec.budget.num_samples,
+                time_budget_s=spec.budget.time_budget_s,
+                # Per-trial overhead is a product feature: a fresh actor per trial costs ~1 s.
+                reuse_actors=True,
+                trial_dirname_creator=lambda t: t.trial_id,
+            ),
+            run_config=tune.RunConfig(
+                name=results.RAY_DIR, storage_path=str(run_dir), verbose=0,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+                callbacks=[JsonLoggerCallback(), _progress_callback(spec, searcher)],
+            ),
+        )
+        print(f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
+              f"{concurrency} at a time, run dir {run_dir}", flush=True)
+        grid = tuner.fit()
+        records = []
+        for r in grid:
+            trial_dir = Path(r.path)
+            history, error = results.read_trial_dir(trial_dir)
+            records.append(
+                results.TrialRecord(
+                    trial_dir.name, r.config, history, error, searcher.round_of(trial_dir.name)
+                )
+            )
+        trials, history = results.build_tables(
+            records, spec.metric, spec.mode, spec.train.max_epochs
+        )
+        results.write_results(run_dir, trials, history, spec_yaml)
+    finally:
+        ray.shutdown()
+    return run_dir

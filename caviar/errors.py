@@ -1,0 +1,28 @@
+"""User-facing errors. The CLI turns any `CaviarError` into one line per problem and exit code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class CaviarError(Exception):
+    """A problem the user caused and can fix. `problems` holds one message per problem."""
+
+    def __init__(self, problems: str | Iterable[str]):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SpecError(CaviarError):
+    """The sweep spec is invalid; every problem is listed."""
+
+
+class RunDirError(CaviarError):
+    """A run directory is missing, incomplete or already in use."""
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for the closest option, or ''."""
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""

@@ -1,0 +1,177 @@
+"""Sweep results as two Parquet tables, and the helpers that read them back.
+
+``trials.parquet``: one row per trial. ``history.parquet``: one row per (trial_id, epoch).
+Both are built from Ray's per-trial result files, de-duplicated on (trial_id, epoch) because
+Ray replays results after a restore, and written atomically (temporary file, then rename).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from caviar.errors import RunDirError
+from caviar.searchers.base import Status
+
+TRIALS_FILE = "trials.parquet"
+HISTORY_FILE = "history.parquet"
+SPEC_FILE = "spec.yaml"
+RAY_DIR = "ray"
+SCHEMA_VERSION = "1"
+
+# Keys Ray adds to every result; they are bookkeeping, not metrics.
+_RAY_KEYS = {
+    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
+    "trial_id", "date", "time_this_iter_s", "pid", "hostname", "node_ip", "time_since_restore",
+    "iterations_since_restore", "experiment_tag", "config", "node_id", "diverged",
+}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What the driver knows of one finished trial."""
+
+    trial_id: str
+    config: Mapping[str, Any]
+    history: list[dict[str, Any]]
+    """Every result the trial reported, in order, possibly with replayed epochs."""
+    error: str | None = None
+    round: int = 0
+
+
+def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
+    """The one rule for a trial's status, shared by the searcher adapter and the tables."""
+    if errored:
+        return "error"
+    if last and last.get("diverged"):
+        return "diverged"
+    if last and int(last.get("epoch", 0)) < max_epochs:
+        return "early_stopped"
+    return "completed"
+
+
+def _best(values: Iterable[Any], mode: str) -> float | None:
+    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not finite:
+        return None
+    return max(finite) if mode == "max" else min(finite)
+
+
+def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per epoch, the last reported one winning, ordered by epoch."""
+    by_epoch = {int(r["epoch"]): r for r in history if "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def build_tables(
+    records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, history = [], []
+    for rec in records:
+        rows = dedupe(rec.history)
+        last = rows[-1] if rows else None
+        trial = {
+            "trial_id": rec.trial_id,
+            "status": trial_status(last, rec.error is not None, max_epochs),
+            "round": rec.round,
+            "epochs": int(last["epoch"]) if last else 0,
+            **{f"param_{k}": v for k, v in rec.config.items()},
+            metric: last.get(metric) if last else None,
+            f"best_{metric}": _best((r.get(metric) for r in rows), mode),
+            "node_id": last.get("node_id") if last else None,
+            "node_ip": last.get("node_ip") if last else None,
+            "hostname": last.get("hostname") if last else None,
+            "wall_time_s": last.get("time_total_s") if last else None,
+            "error": rec.error,
+        }
+        trials.append(trial)
+        history.extend(
+            {"trial_id": rec.trial_id, **{k: v for k, v in r.items() if k not in _RAY_KEYS}}
+            for r in rows
+        )
+    trials_df = pd.DataFrame(trials)
+    history_df = pd.DataFrame(history, columns=None if history else ["trial_id", "epoch"])
+    if not history_df.empty:
+        history_df["epoch"] = history_df["epoch"].astype("int64")
+    if not trials_df.empty:
+        trials_df = trials_df.astype({"epochs": "int64", "round": "int64"})
+        text = ["trial_id", "status", "node_id", "node_ip", "hostname", "error"]
+        trials_df[text] = trials_df[text].astype("string")
+    return trials_df, history_df
+
+
+def read_trial_dir(trial_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """A trial's reported results (Ray's result.json) and its error text, if it failed."""
+    results = []
+    path = trial_dir / "result.json"
+    if path.exists():
+        with path.open() as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    try:
+                        results.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        # A driver killed mid-write leaves a partial last line; skip it.
+                        continue
+    error_file = trial_dir / "error.txt"
+    error = error_file.read_text() if error_file.exists() else None
+    return results, error
+
+
+def write_parquet(df: pd.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:
+    """Write atomically: a reader sees the previous file or the new one, never a partial one."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+    table = table.replace_schema_metadata(meta)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_results(
+    run_dir: Path, trials: pd.DataFrame, history: pd.DataFrame, spec_yaml: str
+) -> None:
+    meta = {"caviar.schema_version": SCHEMA_VERSION, "caviar.spec": spec_yaml}
+    write_parquet(history, run_dir / HISTORY_FILE, meta)
+    write_parquet(trials, run_dir / TRIALS_FILE, meta)
+
+
+def load_trials(run_dir: str | Path) -> pd.DataFrame:
+    return _load(Path(run_dir), TRIALS_FILE)
+
+
+def load_history(run_dir: str | Path) -> pd.DataFrame:
+    return _load(Path(run_dir), HISTORY_FILE)
+
+
+def _load(run_dir: Path, name: str) -> pd.DataFrame:
+    path = run_dir / name
+    if not path.is_file():
+        raise RunDirError(
+            f"{run_dir}: no {name} here; pass the run directory that `caviar run` printed"
+        )
+    return pd.read_parquet(path)
+
+
+def leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int | None = None) -> pd.DataFrame:
+    """Healthy trials (completed or stopped early) ranked by their best metric, best first."""
+    col = f"best_{metric}"
+    ok = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[col].notna()]
+    ranked = ok.sort_values(col, ascending=(mode == "min"), kind="stable")
+    return ranked.head(top) if top else ranked

@@ -1,0 +1,29 @@
+"""Searchers by name. Third-party searchers are named "module:Class" in the spec."""
+
+from __future__ import annotations
+
+import importlib
+
+from caviar.searchers.base import NoOptions, Outcome, Searcher
+
+# name -> "module:Class"; modules are imported only when a searcher is used, so that
+# `caviar validate` does not pay for hyperopt.
+SEARCHERS: dict[str, str] = {
+    "random": "caviar.searchers.random:RandomSearcher",
+}
+
+
+def searcher_class(name: str) -> type[Searcher]:
+    """The class for a registered name or a "module:Class" path."""
+    module, _, attr = SEARCHERS.get(name, name).partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    if not (isinstance(cls, type) and issubclass(cls, Searcher)):
+        raise TypeError(f"{name} is not a subclass of caviar.searchers.Searcher")
+    return cls
+
+
+def options_class(name: str) -> type:
+    return searcher_class(name).Options
+
+
+__all__ = ["SEARCHERS", "NoOptions", "Outcome", "Searcher", "options_class", "searcher_class"]

@@ -1,0 +1,150 @@
+"""How a train function talks to the sweep: `report` once per epoch and `get_checkpoint` to
+resume. The same two calls work inside a Ray Tune trial and in a plain Python process (tests,
+notebooks, `caviar lr-find`), where results are kept in memory."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+CHECKPOINT_FILE = "checkpoint.pkl"
+
+
+class Diverged(Exception):
+    """Raised by `report` after a non-finite metric; the trial ends with status diverged."""
+
+
+class ReportError(TypeError):
+    """A train function reported something the sweep cannot use."""
+
+
+class Session:
+    """Where reports go. The base class keeps them in memory."""
+
+    def __init__(self, metric: str | None = None, checkpoint: dict | None = None):
+        self.metric = metric
+        self.results: list[dict[str, Any]] = []
+        self.checkpoint = checkpoint
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        self.results.append(metrics)
+        if checkpoint is not None:
+            # A round trip through pickle, as a real checkpoint would take.
+            self.checkpoint = pickle.loads(pickle.dumps(checkpoint, protocol=5))
+
+    def get_checkpoint(self) -> dict | None:
+        return self.checkpoint
+
+
+class RaySession(Session):
+    """Reports to Ray Tune; checkpoints are a pickled dict in a checkpoint directory."""
+
+    def __init__(self, metric: str | None = None):
+        super().__init__(metric)
+        import ray
+
+        self.node_id = ray.get_runtime_context().get_node_id()
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+        from ray import tune
+
+        metrics = {**metrics, "node_id": self.node_id}
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        # Ray copies the directory to the run's storage inside report(), so a temporary
+        # directory is enough.
+        with tempfile.TemporaryDirectory(prefix="caviar-ckpt-") as d:
+            with open(os.path.join(d, CHECKPOINT_FILE), "wb") as f:
+                pickle.dump(checkpoint, f, protocol=5)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    def get_checkpoint(self) -> dict | None:
+        from ray import tune
+
+        ckpt = tune.get_checkpoint()
+        if ckpt is None:
+            return None
+        with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
+            return pickle.load(f)
+
+
+_current: Session | None = None
+
+
+@contextmanager
+def active(session: Session) -> Iterator[Session]:
+    """Make `session` receive `report` and `get_checkpoint` calls in this process."""
+    global _current
+    previous, _current = _current, session
+    try:
+        yield session
+    finally:
+        _current = previous
+
+
+def _session() -> Session:
+    global _current
+    if _current is None:
+        _current = Session()
+    return _current
+
+
+def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
+    """Report one epoch's metrics (with an integer ``epoch``) and optionally a checkpoint dict.
+
+    A non-finite value of the sweep's metric, or ``diverged: True``, ends the trial as
+    diverged: the report is recorded and then `Diverged` is raised out of the train function.
+    """
+    s = _session()
+    metrics = dict(metrics)
+    epoch = metrics.get("epoch")
+    if isinstance(epoch, float) and epoch.is_integer():
+        metrics["epoch"] = epoch = int(epoch)
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ReportError(
+            f"caviar.report: metrics need an integer 'epoch' >= 0, found {epoch!r}; "
+            "add 'epoch': <epoch number> to the reported dict"
+        )
+    if s.metric is not None and s.metric not in metrics:
+        raise ReportError(
+            f"caviar.report: the sweep's metric '{s.metric}' is missing from the reported "
+            f"keys {sorted(metrics)}; report it, or set `metric` in the spec to one of them"
+        )
+    value = metrics.get(s.metric) if s.metric is not None else None
+    diverged = bool(metrics.get("diverged")) or (
+        isinstance(value, (int, float)) and not math.isfinite(value)
+    )
+    if diverged:
+        metrics["diverged"] = True
+    s.report(metrics, checkpoint)
+    if diverged:
+        raise Diverged(f"{s.metric}={value!r} at epoch {epoch}")
+
+
+def get_checkpoint() -> dict | None:
+    """The latest checkpoint dict of this trial if it is being resumed, else None."""
+    return _session().get_checkpoint()
+
+
+def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> Session:
+    """Run a train function in `session`: a returned dict counts as a final report, and a
+    diverged trial ends quietly (its status is in its last report)."""
+    with active(session):
+        try:
+            out = fn(dict(config))
+        except Diverged:
+            return session
+        if isinstance(out, Mapping):
+            out = dict(out)
+            out.setdefault("epoch", (session.results[-1]["epoch"] + 1) if session.results else 1)
+            try:
+                report(out)
+            except Diverged:
+                pass
+    return session

@@ -1,0 +1,255 @@
+"""Parameter domains and the search space.
+
+Every numeric domain has a *scale*: the transform in which it is sampled uniformly.
+
+- ``linear``: the value itself (width, dropout).
+- ``log``: ln(value); learning rate and weight decay span decades, so each decade gets equal
+  effort.
+- ``one_minus_log``: ln(1 - value); momentum-like parameters. beta in [0.9, 0.999] spends as
+  much effort on 0.99-0.999 as on 0.9-0.99.
+
+The scale is handled once, in `to_unit` / `from_unit`, which map a domain onto [0, 1]. Searchers
+work in that unit cube, so sampling, narrowing and conversion never repeat the scale logic.
+
+Integer domains include both bounds (like W&B's ``int_uniform``, unlike Ray's ``randint``).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+SCALES = ("linear", "log", "one_minus_log")
+
+_FORWARD = {
+    "linear": lambda x: x,
+    "log": math.log,
+    "one_minus_log": lambda x: math.log(1.0 - x),
+}
+_INVERSE = {
+    "linear": lambda t: t,
+    "log": math.exp,
+    "one_minus_log": lambda t: 1.0 - math.exp(t),
+}
+
+
+class Domain(ABC):
+    """A set of values one hyperparameter can take."""
+
+    @abstractmethod
+    def from_unit(self, u: float) -> Any:
+        """Map u in [0, 1] to a value; uniform u gives this domain's distribution."""
+
+    @abstractmethod
+    def to_unit(self, value: Any) -> float:
+        """Inverse of `from_unit` (for numeric domains, up to rounding)."""
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.from_unit(float(rng.random()))
+
+    @abstractmethod
+    def to_raw(self) -> Any:
+        """The domain as it is written in a spec; `parse_domain(d.to_raw()) == d`."""
+
+
+@dataclass(frozen=True)
+class Float(Domain):
+    low: float
+    high: float
+    scale: str = "linear"
+    q: float | None = None
+
+    def _bounds(self) -> tuple[float, float]:
+        f = _FORWARD[self.scale]
+        return f(self.low), f(self.high)
+
+    def from_unit(self, u: float) -> float:
+        a, b = self._bounds()
+        x = _INVERSE[self.scale](a + u * (b - a))
+        if self.q is not None:
+            x = round(x / self.q) * self.q
+        return float(min(max(x, self.low), self.high))
+
+    def to_unit(self, value: Any) -> float:
+        a, b = self._bounds()
+        return min(max((_FORWARD[self.scale](float(value)) - a) / (b - a), 0.0), 1.0)
+
+    def to_raw(self) -> Any:
+        name = {"linear": "uniform", "log": "loguniform", "one_minus_log": "one_minus_loguniform"}
+        if self.q is None:
+            return {name[self.scale]: [self.low, self.high]}
+        return {"q" + name[self.scale]: [self.low, self.high, self.q]}
+
+
+@dataclass(frozen=True)
+class Int(Domain):
+    """Integers in [low, high], both included."""
+
+    low: int
+    high: int
+    scale: str = "linear"
+
+    def _bounds(self) -> tuple[float, float]:
+        # Widen by half a step each side so both end points get their full share.
+        if self.scale == "log":  # low >= 1 here, so low - 0.5 > 0
+            return math.log(self.low - 0.5), math.log(self.high + 0.5)
+        return self.low - 0.5, self.high + 0.5
+
+    def from_unit(self, u: float) -> int:
+        a, b = self._bounds()
+        t = a + u * (b - a)
+        x = math.exp(t) if self.scale == "log" else t
+        return int(min(max(round(x), self.low), self.high))
+
+    def to_unit(self, value: Any) -> float:
+        a, b = self._bounds()
+        t = math.log(value) if self.scale == "log" else float(value)
+        return min(max((t - a) / (b - a), 0.0), 1.0)
+
+    def to_raw(self) -> Any:
+        return {"lograndint" if self.scale == "log" else "randint": [self.low, self.high]}
+
+
+@dataclass(frozen=True)
+class Choice(Domain):
+    values: tuple[Any, ...]
+
+    def from_unit(self, u: float) -> Any:
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+
+    def to_unit(self, value: Any) -> float:
+        return (self.values.index(value) + 0.5) / len(self.values)
+
+    def to_raw(self) -> Any:
+        return {"choice": list(self.values)}
+
+
+@dataclass(frozen=True)
+class Fixed(Domain):
+    value: Any
+
+    def from_unit(self, u: float) -> Any:
+        return self.value
+
+    def to_unit(self, value: Any) -> float:
+        return 0.5
+
+    def to_raw(self) -> Any:
+        return {"value": self.value}
+
+
+_FLOAT_FORMS = {
+    "uniform": ("linear", False),
+    "quniform": ("linear", True),
+    "loguniform": ("log", False),
+    "qloguniform": ("log", True),
+    "one_minus_loguniform": ("one_minus_log", False),
+}
+_INT_FORMS = {"randint": "linear", "lograndint": "log"}
+DOMAIN_KEYWORDS = (*_FLOAT_FORMS, *_INT_FORMS, "choice", "value")
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def parse_domain(raw: Any) -> Domain:
+    """Build a domain from its spec form; raises ValueError with the fix in the message.
+
+    Forms: ``{uniform: [low, high]}``, ``{loguniform: [low, high]}``, ``{quniform: [low, high,
+    q]}``, ``{qloguniform: [low, high, q]}``, ``{one_minus_loguniform: [low, high]}``,
+    ``{randint: [low, high]}``, ``{lograndint: [low, high]}``, ``{choice: [a, b, ...]}``,
+    ``{value: x}`` or a plain scalar for a fixed value.
+    """
+    if not isinstance(raw, Mapping):
+        if isinstance(raw, (list, tuple)):
+            raise ValueError(
+                f"expected a domain such as {{choice: {list(raw)}}}, found a bare list {list(raw)}"
+            )
+        return Fixed(raw)
+    if len(raw) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(DOMAIN_KEYWORDS)}, found keys {sorted(raw)}"
+        )
+    ((kind, args),) = raw.items()
+    if kind == "value":
+        return Fixed(args)
+    if kind == "choice":
+        if not isinstance(args, (list, tuple)) or not args:
+            raise ValueError(f"choice needs a non-empty list of values, found {args!r}")
+        return Choice(tuple(args))
+    if kind not in _FLOAT_FORMS and kind not in _INT_FORMS:
+        from caviar.errors import did_you_mean
+
+        raise ValueError(
+            f"unknown distribution '{kind}'{did_you_mean(kind, DOMAIN_KEYWORDS)} "
+            f"(expected one of {', '.join(DOMAIN_KEYWORDS)})"
+        )
+    quantized = _FLOAT_FORMS.get(kind, (None, False))[1]
+    n = 3 if quantized else 2
+    shape = "[low, high, q]" if quantized else "[low, high]"
+    if not isinstance(args, (list, tuple)) or len(args) != n or not all(map(_is_number, args)):
+        raise ValueError(f"{kind} needs {shape} as numbers, found {args!r}")
+    low, high = args[0], args[1]
+    if not low < high:
+        raise ValueError(f"{kind} needs low < high, found low={low} and high={high}; swap them")
+    if kind in _INT_FORMS:
+        if not all(float(a).is_integer() for a in args):
+            raise ValueError(f"{kind} needs integer bounds, found {args!r}; use uniform for floats")
+        scale = _INT_FORMS[kind]
+        if scale == "log" and low <= 0:
+            raise ValueError(f"{kind} is on a log scale and needs low > 0, found low={low}")
+        return Int(int(low), int(high), scale)
+    scale, _ = _FLOAT_FORMS[kind]
+    if scale == "log" and low <= 0:
+        raise ValueError(f"{kind} is on a log scale and needs low > 0, found low={low}")
+    if scale == "one_minus_log" and not (0 <= low and high < 1):
+        raise ValueError(
+            f"{kind} samples 1 - value on a log scale and needs 0 <= low < high < 1, "
+            f"found [{low}, {high}]"
+        )
+    q = float(args[2]) if quantized else None
+    if q is not None and q <= 0:
+        raise ValueError(f"{kind} needs a step q > 0, found q={q}")
+    return Float(float(low), float(high), scale, q)
+
+
+@dataclass(frozen=True)
+class Space:
+    """Named domains, in spec order. Fixed values are part of the space too."""
+
+    domains: tuple[tuple[str, Domain], ...]
+
+    @classmethod
+    def from_dict(cls, domains: Mapping[str, Domain]) -> Space:
+        return cls(tuple(domains.items()))
+
+    def __iter__(self) -> Iterator[tuple[str, Domain]]:
+        return iter(self.domains)
+
+    def __len__(self) -> int:
+        return len(self.domains)
+
+    @property
+    def names(self) -> list[str]:
+        return [n for n, _ in self.domains]
+
+    @property
+    def searched(self) -> list[str]:
+        return [n for n, d in self.domains if not isinstance(d, Fixed)]
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        return {name: d.sample(rng) for name, d in self.domains}
+
+    def from_unit(self, u: np.ndarray) -> dict[str, Any]:
+        """A config from one point of the unit cube over the searched parameters."""
+        values = iter(u)
+        return {
+            name: d.value if isinstance(d, Fixed) else d.from_unit(float(next(values)))
+            for name, d in self.domains
+        }

@@ -1,0 +1,292 @@
+"""The sweep spec: YAML in, a validated frozen `SweepSpec` out.
+
+This is the only module that reads YAML or uses pydantic. Every problem in a spec is collected
+and raised together as one `SpecError`, one line each, starting with the field path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from caviar import train as builtin
+from caviar.errors import SpecError, did_you_mean
+from caviar.searchers import SEARCHERS, options_class
+from caviar.space import Domain, Fixed, Space, parse_domain
+
+_STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainSpec:
+    task: str | None = None
+    """Built-in data set (see `caviar.train.TASKS`); or use `function`."""
+    function: str | None = None
+    """A user train function as "module:function"."""
+    model: str = "mlp"
+    max_epochs: PositiveInt = 20
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Hyperparameters every trial gets, unsearched."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SchedulerSpec:
+    name: Literal["asha", "fifo"] = "asha"
+    grace_period: PositiveInt = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    brackets: PositiveInt = 1
+
+
+@dataclass(frozen=True, config=_STRICT)
+class BudgetSpec:
+    num_samples: PositiveInt = 20
+    max_concurrent: PositiveInt | None = None
+    """Trials at once; default: as many as the cluster's CPUs and GPUs hold."""
+    time_budget_s: Annotated[float, Field(gt=0)] | None = None
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ResourcesSpec:
+    cpu: Annotated[float, Field(gt=0)] = 1.0
+    gpu: Annotated[float, Field(ge=0)] = 0.0
+
+
+@dataclass(frozen=True, config=_STRICT)
+class CheckpointSpec:
+    keep: PositiveInt = 2
+    """Checkpoints kept per trial (the most recent ones)."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SearcherSpec:
+    name: str = "random"
+    options: Any = None
+    """The searcher's own options dataclass, validated against its `Options`."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SweepSpec:
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+    metric: str
+    mode: Literal["min", "max"]
+    train: TrainSpec
+    space: Space
+    searcher: SearcherSpec = SearcherSpec()
+    scheduler: SchedulerSpec = SchedulerSpec()
+    budget: BudgetSpec = BudgetSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    checkpoint: CheckpointSpec = CheckpointSpec()
+    storage: str | None = None
+    seed: int = 0
+
+    def trial_space(self) -> Space:
+        """What a trial's config holds: max_epochs, the fixed values, then the searched space."""
+        fixed = {"max_epochs": self.train.max_epochs, **self.train.fixed}
+        return Space(tuple((k, Fixed(v)) for k, v in fixed.items()) + self.space.domains)
+
+
+# --- YAML ---------------------------------------------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads 1e-4 (no dot) as a float, as YAML 1.2 and every user does."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file; check the path to the sweep spec")
+    try:
+        return yaml.load(path.read_text(), Loader=_Loader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{path}{where}: YAML syntax error: {problem}") from None
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# --- validation ---------------------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec file."""
+    return parse_spec(read_yaml(path))
+
+
+def parse_spec(raw: Any) -> SweepSpec:
+    """Validate a spec given as plain data; raise `SpecError` listing every problem."""
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"spec: expected a mapping of keys, found {type(raw).__name__}")
+    raw = dict(raw)
+    problems: list[str] = []
+
+    space_raw = raw.pop("space", None)
+    domains: dict[str, Domain] = {}
+    if space_raw is None:
+        problems.append("space: missing; add at least one parameter, e.g. lr: {loguniform: [1e-4, 1]}")
+    elif not isinstance(space_raw, Mapping) or not space_raw:
+        problems.append(f"space: expected a non-empty mapping of parameter names, found {space_raw!r}")
+    else:
+        for name, d in space_raw.items():
+            try:
+                domains[str(name)] = parse_domain(d)
+            except ValueError as e:
+                problems.append(f"space.{name}: {e}")
+
+    searcher_raw = raw.pop("searcher", None) or {}
+    searcher = _parse_searcher(searcher_raw, problems)
+
+    try:
+        spec = TypeAdapter(SweepSpec).validate_python(
+            {**raw, "space": Space.from_dict(domains), "searcher": searcher}
+        )
+    except ValidationError as e:
+        problems.extend(_explain(err) for err in e.errors())
+        spec = None
+    if spec is not None and not problems:
+        problems.extend(_cross_checks(spec))
+    if problems:
+        raise SpecError(problems)
+    assert spec is not None
+    return spec
+
+
+def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, Mapping):
+        problems.append(f"searcher: expected a mapping such as {{name: random}}, found {raw!r}")
+        return SearcherSpec()
+    options = dict(raw)
+    name = str(options.pop("name", "random"))
+    if name not in SEARCHERS and ":" not in name:
+        problems.append(
+            f"searcher.name: unknown searcher '{name}'{did_you_mean(name, SEARCHERS)} "
+            f"(expected one of {', '.join(SEARCHERS)}, or 'module:Class')"
+        )
+        return SearcherSpec()
+    try:
+        cls = options_class(name)
+    except Exception as e:  # noqa: BLE001 - import errors of user searchers are user errors
+        problems.append(f"searcher.name: cannot load '{name}': {e}")
+        return SearcherSpec()
+    valid = [f.name for f in dataclasses.fields(cls)]
+    for key in [k for k in options if k not in valid]:
+        problems.append(
+            f"searcher.{key}: unknown option for searcher '{name}'{did_you_mean(key, valid)} "
+            f"(valid options: {', '.join(['name', *valid])})"
+        )
+        options.pop(key)
+    try:
+        return SearcherSpec(name, TypeAdapter(cls).validate_python(options))
+    except ValidationError as e:
+        problems.extend(_explain(err, prefix=("searcher",), cls=cls) for err in e.errors())
+        return SearcherSpec()
+
+
+def _cross_checks(spec: SweepSpec) -> list[str]:
+    problems = []
+    t = spec.train
+    if (t.task is None) == (t.function is None):
+        problems.append(
+            "train: expected exactly one of 'task' (built-in data: "
+            f"{', '.join(builtin.TASKS)}) or 'function' (\"module:function\"), "
+            f"found task={t.task!r} and function={t.function!r}"
+        )
+    if t.task is not None:
+        if t.task not in builtin.TASKS:
+            problems.append(
+                f"train.task: unknown task '{t.task}'{did_you_mean(t.task, builtin.TASKS)} "
+                f"(expected one of {', '.join(builtin.TASKS)})"
+            )
+        if t.model not in builtin.MODELS:
+            problems.append(
+                f"train.model: unknown model '{t.model}'{did_you_mean(t.model, builtin.MODELS)} "
+                f"(expected one of {', '.join(builtin.MODELS)})"
+            )
+        if spec.metric not in builtin.METRICS:
+            problems.append(
+                f"metric: the built-in train function does not report '{spec.metric}'"
+                f"{did_you_mean(spec.metric, builtin.METRICS)} "
+                f"(it reports {', '.join(builtin.METRICS)})"
+            )
+        for key in [*t.fixed, *spec.space.names]:
+            if key not in builtin.HYPERPARAMETERS:
+                where = "train.fixed" if key in t.fixed else "space"
+                problems.append(
+                    f"{where}.{key}: the built-in train function has no hyperparameter '{key}'"
+                    f"{did_you_mean(key, builtin.HYPERPARAMETERS)} "
+                    f"(known: {', '.join(sorted(builtin.HYPERPARAMETERS))})"
+                )
+    if t.function is not None and not re.fullmatch(r"[\w.]+:\w+", t.function):
+        problems.append(
+            f"train.function: expected \"module:function\" (e.g. mytrain:train), found {t.function!r}"
+        )
+    for key in set(t.fixed) & set(spec.space.names):
+        problems.append(f"train.fixed.{key}: also searched in space.{key}; keep one of the two")
+    if spec.scheduler.name == "asha" and spec.scheduler.grace_period > t.max_epochs:
+        problems.append(
+            f"scheduler.grace_period: must be <= train.max_epochs ({t.max_epochs}), "
+            f"found {spec.scheduler.grace_period}"
+        )
+    return problems
+
+
+def _explain(err: Mapping[str, Any], prefix: tuple = (), cls: type = SweepSpec) -> str:
+    """One line for one pydantic error: path, what was expected, what was found, the fix."""
+    loc = tuple(str(p) for p in err["loc"])
+    path = ".".join(prefix + loc) or "spec"
+    kind, found = err["type"], err.get("input")
+    if kind == "unexpected_keyword_argument":
+        valid = _field_names(cls, loc[:-1])
+        return f"{path}: unknown key{did_you_mean(loc[-1], valid)} (valid keys: {', '.join(valid)})"
+    if kind == "missing" or kind == "missing_argument":
+        return f"{path}: missing; this key is required"
+    msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
+    return f"{path}: {msg}, found {found!r}"
+
+
+def _field_names(cls: type, loc: tuple[str, ...]) -> list[str]:
+    for part in loc:
+        hints = typing.get_type_hints(cls)
+        cls = hints.get(part, None)
+        if cls is None or not dataclasses.is_dataclass(cls):
+            return []
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
+    """The resolved spec as plain data, in the shape it is written (for spec.yaml)."""
+    out = dataclasses.asdict(spec)
+    out["space"] = {name: d.to_raw() for name, d in spec.space}
+    opts = spec.searcher.options
+    out["searcher"] = {"name": spec.searcher.name, **(dataclasses.asdict(opts) if opts else {})}
+    return out
+
