@@ -79,7 +79,7 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
+def _tune_searcher(searcher: Searcher, stopped: set[str]) -> Any:
     """Adapt a caviar searcher to Ray Tune's Searcher interface."""
     from ray.tune.search import Searcher as RaySearcher
 
@@ -98,7 +98,7 @@ def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             last = result or self.last.pop(trial_id, None)
             self.last.pop(trial_id, None)
-            status = results.trial_status(last, error, max_epochs)
+            status = results.trial_status(last, error, trial_id in stopped)
             value = last.get(searcher.metric) if last else None
             searcher.on_trial_complete(
                 trial_id,
@@ -120,19 +120,29 @@ def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
     return TuneSearcher()
 
 
-def _scheduler(spec: SweepSpec) -> Any:
+def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
+    """ASHA or FIFO; ids of trials ASHA stops before max_epochs are added to `stopped`."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    s = spec.scheduler
+    s, max_epochs = spec.scheduler, spec.train.max_epochs
     if s.name == "fifo":
         return FIFOScheduler()
-    return ASHAScheduler(
-        time_attr="epoch", max_t=spec.train.max_epochs, grace_period=s.grace_period,
+
+    class RecordingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            decision = super().on_trial_result(tune_controller, trial, result)
+            final = result.get(session.FINAL) or result.get("epoch", max_epochs) >= max_epochs
+            if decision == self.STOP and not final:
+                stopped.add(trial.trial_id)
+            return decision
+
+    return RecordingASHA(
+        time_attr="epoch", max_t=max_epochs, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor, brackets=s.brackets,
     )
 
 
-def _progress_callback(spec: SweepSpec, searcher: Searcher) -> Any:
+def _progress_callback(spec: SweepSpec, stopped: set[str]) -> Any:
     from ray.tune import Callback
 
     total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
@@ -159,7 +169,7 @@ def _progress_callback(spec: SweepSpec, searcher: Searcher) -> Any:
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
-            self._line(trial, results.trial_status(last, False, spec.train.max_epochs))
+            self._line(trial, results.trial_status(last, False, trial.trial_id in stopped))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, "error")
@@ -233,16 +243,17 @@ def run(
             spec.trial_space(), spec.metric, spec.mode, spec.budget.num_samples, spec.seed,
             spec.searcher.options,
         )
+        stopped: set[str] = set()  # trials ASHA stopped early
         # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
         concurrency = spec.budget.max_concurrent or _default_concurrency(spec)
         search_alg = tune.search.ConcurrencyLimiter(
-            _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
+            _tune_searcher(searcher, stopped), max_concurrent=concurrency
         )
         tuner = tune.Tuner(
             make_trainable(spec, search_path),
             tune_config=tune.TuneConfig(
                 metric=spec.metric, mode=spec.mode, search_alg=search_alg,
-                scheduler=_scheduler(spec), num_samples=spec.budget.num_samples,
+                scheduler=_scheduler(spec, stopped), num_samples=spec.budget.num_samples,
                 time_budget_s=spec.budget.time_budget_s,
                 # Per-trial overhead is a product feature: a fresh actor per trial costs ~1 s.
                 reuse_actors=True,
@@ -251,7 +262,7 @@ def run(
             run_config=tune.RunConfig(
                 name=results.RAY_DIR, storage_path=str(run_dir), verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                callbacks=[JsonLoggerCallback(), _progress_callback(spec, searcher)],
+                callbacks=[JsonLoggerCallback(), _progress_callback(spec, stopped)],
             ),
         )
         print(f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
@@ -263,12 +274,11 @@ def run(
             history, error = results.read_trial_dir(trial_dir)
             records.append(
                 results.TrialRecord(
-                    trial_dir.name, r.config, history, error, searcher.round_of(trial_dir.name)
+                    trial_dir.name, r.config, history, error, searcher.round_of(trial_dir.name),
+                    trial_dir.name in stopped,
                 )
             )
-        trials, history = results.build_tables(
-            records, spec.metric, spec.mode, spec.train.max_epochs
-        )
+        trials, history = results.build_tables(records, spec.metric, spec.mode)
         results.write_results(run_dir, trials, history, spec_yaml)
     finally:
         ray.shutdown()

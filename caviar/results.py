@@ -34,6 +34,7 @@ _RAY_KEYS = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
     "trial_id", "date", "time_this_iter_s", "pid", "hostname", "node_ip", "time_since_restore",
     "iterations_since_restore", "experiment_tag", "config", "node_id", "diverged",
+    "caviar_final",
 }
 
 
@@ -47,17 +48,21 @@ class TrialRecord:
     """Every result the trial reported, in order, possibly with replayed epochs."""
     error: str | None = None
     round: int = 0
+    stopped_early: bool = False
+    """The scheduler stopped it before max_epochs."""
 
 
-def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
-    """The one rule for a trial's status, shared by the searcher adapter and the tables."""
+def trial_status(last: Mapping[str, Any] | None, errored: bool, stopped_early: bool) -> Status:
+    """The one rule for a trial's status, shared by the searcher adapter and the tables.
+
+    ``stopped_early`` means the scheduler (ASHA) stopped the trial before max_epochs; a train
+    function that returns early on its own (patience, a one-shot objective) has completed.
+    """
     if errored:
         return "error"
     if last and last.get("diverged"):
         return "diverged"
-    if last and int(last.get("epoch", 0)) < max_epochs:
-        return "early_stopped"
-    return "completed"
+    return "early_stopped" if stopped_early else "completed"
 
 
 def _best(values: Iterable[Any], mode: str) -> float | None:
@@ -74,7 +79,7 @@ def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_tables(
-    records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
+    records: Iterable[TrialRecord], metric: str, mode: str
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials, history = [], []
     for rec in records:
@@ -82,7 +87,7 @@ def build_tables(
         last = rows[-1] if rows else None
         trial = {
             "trial_id": rec.trial_id,
-            "status": trial_status(last, rec.error is not None, max_epochs),
+            "status": trial_status(last, rec.error is not None, rec.stopped_early),
             "round": rec.round,
             "epochs": int(last["epoch"]) if last else 0,
             **{f"param_{k}": v for k, v in rec.config.items()},

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from typing import Any
 
 CHECKPOINT_FILE = "checkpoint.pkl"
+FINAL = "caviar_final"
+"""Marks the result a one-shot objective returned."""
 
 
 class Diverged(Exception):
@@ -141,7 +143,8 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
         except Diverged:
             return session
         if isinstance(out, Mapping):
-            out = dict(out)
+            # The trial's last result: a scheduler's stop at this point stops nothing.
+            out = {**out, FINAL: True}
             out.setdefault("epoch", (session.results[-1]["epoch"] + 1) if session.results else 1)
             try:
                 report(out)
