@@ -51,7 +51,9 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     metric, mode = spec["metric"], spec["mode"]
     board = leaderboard(trials, metric, mode, top)
     if as_json:
-        print(board.to_json(orient="records", indent=2))
+        # json.dumps keeps floats exact (pandas' to_json rounds to 10 digits); NaN -> null.
+        records = board.astype(object).where(board.notna(), None).to_dict("records")
+        print(json.dumps(records, indent=2, default=str))
         return
     counts = trials["status"].value_counts().to_dict()
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))

@@ -23,6 +23,9 @@ class RunDirError(CaviarError):
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """' (did you mean 'x'?)' for the closest option, or ''."""
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    """"; did you mean 'x'?" for the closest option, or ''. A prefix match wins (grace ->
+    grace_period), then the most similar spelling."""
+    options = list(options)
+    close = [o for o in options if o.startswith(word) or word.startswith(o)]
+    close = close or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""

@@ -238,7 +238,7 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
                 f"(it reports {', '.join(builtin.METRICS)})"
             )
         for key in [*t.fixed, *spec.space.names]:
-            if key not in builtin.HYPERPARAMETERS:
+            if key not in builtin.HYPERPARAMETERS and key != "max_epochs":
                 where = "train.fixed" if key in t.fixed else "space"
                 problems.append(
                     f"{where}.{key}: the built-in train function has no hyperparameter '{key}'"
@@ -249,7 +249,10 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
         problems.append(
             f"train.function: expected \"module:function\" (e.g. mytrain:train), found {t.function!r}"
         )
-    for key in set(t.fixed) & set(spec.space.names):
+    for where, keys in (("train.fixed", t.fixed), ("space", spec.space.names)):
+        if "max_epochs" in keys:
+            problems.append(f"{where}.max_epochs: set it as train.max_epochs, which ASHA uses too")
+    for key in sorted(set(t.fixed) & set(spec.space.names)):
         problems.append(f"train.fixed.{key}: also searched in space.{key}; keep one of the two")
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period > t.max_epochs:
         problems.append(
@@ -269,6 +272,11 @@ def _explain(err: Mapping[str, Any], prefix: tuple = (), cls: type = SweepSpec) 
         return f"{path}: unknown key{did_you_mean(loc[-1], valid)} (valid keys: {', '.join(valid)})"
     if kind == "missing" or kind == "missing_argument":
         return f"{path}: missing; this key is required"
+    if kind == "string_pattern_mismatch" and loc == ("name",):
+        return (
+            f"name: expected letters, digits, '_', '.' or '-' (it names the run directory), "
+            f"found {found!r}"
+        )
     msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
     return f"{path}: {msg}, found {found!r}"
 

@@ -1,0 +1,84 @@
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from caviar.errors import RunDirError
+from caviar.results import (
+    TrialRecord, build_tables, dedupe, leaderboard, load_trials, trial_status, write_parquet,
+)
+
+
+def hist(*values, **extra):
+    return [{"epoch": i + 1, "acc": v, "trial_id": "x", "done": False, **extra} for i, v in enumerate(values)]
+
+
+RECORDS = [
+    TrialRecord("a", {"lr": 0.1, "opt": "sgd"}, hist(0.5, 0.7, 0.6)),
+    TrialRecord("b", {"lr": 0.01, "opt": "adamw"}, hist(0.4), stopped_early=True),
+    TrialRecord("c", {"lr": 1.0, "opt": "sgd"}, hist(0.3) + [{"epoch": 2, "acc": float("nan"), "diverged": True}]),
+    TrialRecord("d", {"lr": 0.2, "opt": "sgd"}, [], error="Traceback...\nValueError: boom", round=1),
+]
+
+
+def test_status_rule():
+    assert trial_status({"epoch": 3}, errored=True, stopped_early=False) == "error"
+    assert trial_status({"diverged": True}, errored=False, stopped_early=True) == "diverged"
+    assert trial_status({"epoch": 1}, errored=False, stopped_early=True) == "early_stopped"
+    assert trial_status({"epoch": 1}, errored=False, stopped_early=False) == "completed"
+
+
+def test_dedupe_keeps_the_last_report_of_each_epoch_in_order():
+    rows = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}, {"epoch": 1, "v": 3}, {"epoch": 3, "v": 4}]
+    assert dedupe(rows) == [{"epoch": 1, "v": 3}, {"epoch": 2, "v": 2}, {"epoch": 3, "v": 4}]
+
+
+def test_tables_follow_the_documented_schema():
+    trials, history = build_tables(RECORDS, "acc", "max")
+    assert list(trials["trial_id"]) == ["a", "b", "c", "d"]
+    assert list(trials["status"]) == ["completed", "early_stopped", "diverged", "error"]
+    assert list(trials["epochs"]) == [3, 1, 2, 0]
+    assert list(trials["round"]) == [0, 0, 0, 1]
+    assert trials["acc"].tolist()[:2] == [0.6, 0.4]
+    assert trials["best_acc"].tolist()[:3] == [0.7, 0.4, 0.3]
+    assert trials.loc[3, "error"].endswith("ValueError: boom")
+    for col in ("param_lr", "param_opt", "node_id", "wall_time_s"):
+        assert col in trials
+    assert trials["epochs"].dtype == "int64" and trials["round"].dtype == "int64"
+    assert list(history.columns) == ["trial_id", "epoch", "acc"]
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert len(history) == 3 + 1 + 2
+    assert history["epoch"].dtype == "int64"
+
+
+def test_leaderboard_ranks_healthy_trials_only():
+    trials, _ = build_tables(RECORDS, "acc", "max")
+    assert list(leaderboard(trials, "acc", "max")["trial_id"]) == ["a", "b"]
+    assert list(leaderboard(trials, "acc", "min", top=1)["trial_id"]) == ["b"]
+
+
+def test_parquet_round_trip_with_metadata_and_no_leftovers(tmp_path):
+    trials, _ = build_tables(RECORDS, "acc", "max")
+    write_parquet(trials, tmp_path / "trials.parquet", {"caviar.spec": "name: t"})
+    assert pq.read_schema(tmp_path / "trials.parquet").metadata[b"caviar.spec"] == b"name: t"
+    back = load_trials(tmp_path)
+    pd.testing.assert_frame_equal(back, trials, check_dtype=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    trials, _ = build_tables(RECORDS, "acc", "max")
+    write_parquet(trials, tmp_path / "trials.parquet", {})
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", broken)
+    with pytest.raises(OSError):
+        write_parquet(trials.head(1), tmp_path / "trials.parquet", {})
+    assert len(load_trials(tmp_path)) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]
+
+
+def test_missing_results_are_a_user_error(tmp_path):
+    with pytest.raises(RunDirError, match="no trials.parquet here; pass the run directory"):
+        load_trials(tmp_path)

@@ -1,0 +1,57 @@
+import math
+
+import pytest
+
+import caviar
+from caviar import session
+
+
+def run(fn, config=None, metric="score"):
+    return session.run(fn, config or {}, session.Session(metric)).results
+
+
+def test_reports_are_recorded_and_checkpoints_round_trip():
+    def fn(config):
+        assert caviar.get_checkpoint() is None
+        for epoch in (1, 2):
+            caviar.report({"epoch": epoch, "score": epoch * 0.5}, checkpoint={"epoch": epoch})
+
+    s = session.run(fn, {}, session.Session("score"))
+    assert [r["epoch"] for r in s.results] == [1, 2]
+    assert s.get_checkpoint() == {"epoch": 2}
+
+
+def test_one_shot_objective_returns_its_metrics():
+    (result,) = run(lambda config: {"score": config["x"] * 2}, {"x": 3})
+    assert result["score"] == 6 and result["epoch"] == 1 and result[session.FINAL]
+
+
+def test_epoch_is_required_and_integer():
+    with pytest.raises(session.ReportError, match="metrics need an integer 'epoch' >= 0, found None"):
+        run(lambda c: caviar.report({"score": 1.0}))
+    with pytest.raises(session.ReportError, match="found 1.5"):
+        run(lambda c: caviar.report({"epoch": 1.5, "score": 1.0}))
+    assert run(lambda c: caviar.report({"epoch": 2.0, "score": 1.0}))[0]["epoch"] == 2
+
+
+def test_missing_metric_names_the_fix():
+    with pytest.raises(session.ReportError, match=r"the sweep's metric 'score' is missing from the reported keys \['acc', 'epoch'\]"):
+        run(lambda c: caviar.report({"epoch": 1, "acc": 1.0}))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_metric_ends_the_trial_as_diverged(bad):
+    epochs = []
+
+    def fn(config):
+        for epoch in range(1, 6):
+            epochs.append(epoch)
+            caviar.report({"epoch": epoch, "score": bad if epoch == 3 else 1.0})
+
+    results = run(fn)
+    assert epochs == [1, 2, 3]
+    assert results[-1]["diverged"] is True and "diverged" not in results[0]
+
+
+def test_outside_a_sweep_report_goes_to_a_default_session():
+    caviar.report({"epoch": 1, "loss": 0.3})  # no error: a notebook user can call it directly

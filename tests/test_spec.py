@@ -1,0 +1,134 @@
+import re
+import subprocess
+import sys
+
+import pytest
+
+from caviar.errors import SpecError
+from caviar.space import Float, Int
+from caviar.spec import load_spec, parse_spec, spec_to_dict
+from tests.conftest import QUICK_SPEC
+
+
+def problems(raw=None, **updates):
+    with pytest.raises(SpecError) as e:
+        parse_spec({**QUICK_SPEC, **updates} if raw is None else raw)
+    return e.value.problems
+
+
+def one_problem(**updates):
+    found = problems(**updates)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_quickstart_example_is_valid():
+    spec = load_spec("examples/quickstart.yaml")
+    assert spec.metric == "val_acc" and spec.space.searched[0] == "lr"
+    assert dict(spec.space)["lr"] == Float(1e-4, 3e-2, "log")
+    assert dict(spec.space)["hidden"] == Int(32, 512)
+
+
+def test_exponent_without_dot_is_a_number(write_spec):
+    path = write_spec(text=open("examples/quickstart.yaml").read().replace("3e-2", "3e-2 "))
+    assert dict(load_spec(path).space)["weight_decay"] == Float(1e-6, 1e-1, "log")
+
+
+def test_spec_round_trips_through_its_dict():
+    spec = parse_spec(QUICK_SPEC)
+    assert parse_spec(spec_to_dict(spec)) == spec
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="nope.yaml: no such file; check the path"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_yaml_syntax_error_names_the_line(write_spec):
+    path = write_spec(text="name: x\nspace: {lr: [1, 2\n")
+    with pytest.raises(SpecError, match=r"spec.yaml:\d+:\d+: YAML syntax error"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize(
+    "updates, message",
+    [
+        (
+            {"scheduler": {"name": "asha", "grace": 2}},
+            r"scheduler.grace: unknown key; did you mean 'grace_period'\? \(valid keys: name, ",
+        ),
+        ({"budgett": {}}, r"budgett: unknown key; did you mean 'budget'\?"),
+        ({"budget": {"num_samples": 0}}, r"budget.num_samples: expected greater than or equal to 1, found 0"),
+        ({"budget": {"num_samples": "many"}}, r"budget.num_samples: expected a valid integer.*found 'many'"),
+        ({"mode": "maximize"}, r"mode: expected 'min' or 'max', found 'maximize'"),
+        ({"space": {"lr": {"uniform": [1, 0]}}}, r"space.lr: uniform needs low < high"),
+        ({"space": {"lr": {"loguniform": [0, 1]}}}, r"space.lr: loguniform is on a log scale and needs low > 0"),
+        ({"space": {"bs": {"choice": []}}}, r"space.bs: choice needs a non-empty list"),
+        (
+            {"metric": "val_accuracy"},
+            r"metric: the built-in train function does not report 'val_accuracy'; did you mean 'val_acc'\?",
+        ),
+        ({"space": {"learning_rate": 0.1}}, r"space.learning_rate: the built-in train function has no hyperparameter"),
+        ({"searcher": {"name": "randon"}}, r"searcher.name: unknown searcher 'randon'; did you mean 'random'\?"),
+        ({"train": {"task": "cifar", "max_epochs": 3}}, r"train.task: unknown task 'cifar' \(expected one of mnist1d, digits\)"),
+        ({"train": {"function": "not a path", "max_epochs": 3}}, r"train.function: expected \"module:function\""),
+        ({"name": "a/b"}, r"name: expected letters, digits, '_', '.' or '-' \(it names the run directory\), found 'a/b'"),
+        ({"scheduler": {"grace_period": 10}}, r"scheduler.grace_period: must be <= train.max_epochs \(4\), found 10"),
+        ({"space": {"lr": 0.1, "max_epochs": 3}}, r"space.max_epochs: set it as train.max_epochs"),
+    ],
+)
+def test_each_bad_input_gets_one_line_naming_the_field(updates, message):
+    problem = one_problem(**updates)
+    assert "\n" not in problem
+    assert re.search(message, problem), problem
+
+
+def test_every_problem_is_listed_at_once():
+    found = problems(
+        mode="up", budget={"num_samples": 0}, space={"lr": {"uniform": [2, 1]}, "x": {"choice": []}}
+    )
+    fields = sorted(p.split(":")[0] for p in found)
+    assert fields == ["budget.num_samples", "mode", "space.lr", "space.x"]
+
+
+def test_missing_required_keys():
+    found = problems(raw={"name": "x", "space": {"lr": 0.1}})
+    assert "metric: missing; this key is required" in found
+    assert "train: missing; this key is required" in found
+
+
+def run_cli(*args, cwd=None):
+    code = (
+        "import sys; from caviar.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_bad_spec_exits_2_with_one_line_per_problem_before_ray(write_spec):
+    path = write_spec({"mode": "up", "budget": {"num_samples": 0}})
+    for command in ("validate", "run"):
+        out = run_cli(command, str(path))
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert lines == [
+            "caviar: error: mode: expected 'min' or 'max', found 'up'",
+            "caviar: error: budget.num_samples: expected greater than or equal to 1, found 0",
+        ]
+        assert "Traceback" not in out.stderr
+
+
+def test_cli_validate_ok(write_spec):
+    out = run_cli("validate", str(write_spec()))
+    assert out.returncode == 0, out.stderr
+    assert "ok: sweep 't', 8 trials of digits, searching lr, hidden, batch_size" in out.stdout
+
+
+def test_cli_unimportable_user_function_exits_2_before_ray(write_spec, tmp_path):
+    path = write_spec({"train": {"function": "nosuchmodule:train", "max_epochs": 2},
+                       "space": {"x": {"uniform": [0, 1]}}, "metric": "score"})
+    out = run_cli("run", str(path), "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert "train.function: cannot import 'nosuchmodule:train' (ModuleNotFoundError" in out.stderr

@@ -1,0 +1,98 @@
+"""Real sweeps on a private local Ray, run through the `caviar` command as a user would."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def caviar(*args, cwd):
+    out = subprocess.run(
+        [sys.executable, "-m", "caviar.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out.stdout
+
+
+def run_sweep(spec_path, tmp_path, private_ray_tmp):
+    stdout = caviar("run", str(spec_path), "--storage", str(tmp_path / "runs"), "--name", "r",
+                    cwd=tmp_path)
+    run_dir = tmp_path / "runs" / "r"
+    assert stdout.strip().splitlines()[-1] == str(run_dir)
+    return run_dir, pd.read_parquet(run_dir / "trials.parquet"), pd.read_parquet(
+        run_dir / "history.parquet"
+    )
+
+
+def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
+    run_dir, trials, history = run_sweep(write_spec(), tmp_path, private_ray_tmp)
+    assert len(trials) == 8 and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (trials["status"] == "early_stopped").sum() >= 1
+    assert set(trials.loc[trials["status"] == "completed", "epochs"]) == {4}
+    assert (trials.loc[trials["status"] == "early_stopped", "epochs"] < 4).all()
+    for col in ("round", "param_lr", "param_hidden", "param_batch_size", "param_optimizer",
+                "val_acc", "best_val_acc", "node_id"):
+        assert trials[col].notna().all(), col
+    assert trials["param_lr"].between(1e-4, 1e-1).all()
+    # history: one row per (trial, epoch), every epoch a trial trained.
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert len(history) == trials["epochs"].sum()
+    assert history.groupby("trial_id")["epoch"].max().to_dict() == dict(
+        zip(trials["trial_id"], trials["epochs"])
+    )
+    assert (run_dir / "spec.yaml").exists() and (run_dir / "ray").is_dir()
+    board = json.loads(caviar("results", str(run_dir), "--json", "--top", "3", cwd=tmp_path))
+    assert len(board) == 3
+    assert board[0]["best_val_acc"] == trials["best_val_acc"].max()
+
+
+def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, private_ray_tmp):
+    # Every trial has the same config, so with actor reuse every trial must give the same
+    # numbers: seeds, model and optimizer are rebuilt per trial.
+    spec = write_spec({
+        "space": {"lr": 0.01, "hidden": 32, "dropout": 0.1},
+        "scheduler": {"name": "fifo"},
+        "budget": {"num_samples": 4, "max_concurrent": 2},
+        "train": {"task": "digits", "max_epochs": 2},
+    })
+    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    assert list(trials["status"]) == ["completed"] * 4
+    per_trial = history.pivot(index="trial_id", columns="epoch", values="val_loss")
+    assert (per_trial.nunique() == 1).all(), per_trial
+
+
+def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
+    (tmp_path / "objective.py").write_text(textwrap.dedent("""
+        import math
+        import caviar
+
+        def train(config):
+            x = config["x"]
+            for epoch in range(1, config["max_epochs"] + 1):
+                if x < 0.25:
+                    raise ValueError(f"bad x {x}")
+                score = math.nan if (x < 0.5 and epoch == 2) else x * epoch
+                caviar.report({"epoch": epoch, "score": score}, checkpoint={"epoch": epoch})
+    """))
+    spec = write_spec({
+        "metric": "score",
+        "train": {"function": "objective:train", "max_epochs": 3},
+        "space": {"x": {"uniform": [0, 1]}},
+        "scheduler": {"name": "fifo"},
+        "budget": {"num_samples": 12},
+    })
+    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    x = trials["param_x"]
+    expected = pd.Series("completed", index=trials.index).mask(x < 0.5, "diverged").mask(x < 0.25, "error")
+    assert (trials["status"] == expected).all(), trials[["param_x", "status"]]
+    assert {"error", "diverged", "completed"} <= set(trials["status"])
+    errors = trials.loc[trials["status"] == "error", "error"]
+    assert errors.str.contains("ValueError: bad x").all()
+    assert (trials.loc[trials["status"] == "diverged", "epochs"] == 2).all()
+    assert (trials.loc[trials["status"] == "completed", "best_score"] == 3 * x[x >= 0.5]).all()
