@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,13 @@ def _validate(args: argparse.Namespace) -> None:
         f"{spec.train.task or spec.train.function}, searching {searched} with "
         f"{spec.searcher.name}, scheduler {spec.scheduler.name}, {spec.mode} {spec.metric}"
     )
+    from caviar.searchers import searcher_class
+
+    summary = searcher_class(spec.searcher.name).summary(
+        spec.trial_space(), spec.searcher.options, spec.budget.num_samples
+    )
+    if summary:
+        print(f"{args.spec}: {spec.searcher.name}: {summary}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -88,8 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _log_to_stderr() -> None:
+    """caviar's own log lines (searcher warnings, round changes) on stderr; Ray's stay Ray's."""
+    logger = logging.getLogger("caviar")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("caviar: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _log_to_stderr()
     try:
         args.func(args)
     except CaviarError as e:

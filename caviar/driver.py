@@ -88,22 +88,27 @@ def _tune_searcher(searcher: Searcher, stopped: set[str]) -> Any:
             super().__init__(metric=searcher.metric, mode=searcher.mode)
             # Not `self.searcher`: Ray takes any object with that attribute for a wrapper.
             self.last: dict[str, dict] = {}
+            self.best: dict[str, float] = {}
 
         def suggest(self, trial_id: str) -> dict | None:
             return searcher.suggest(trial_id)
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             self.last[trial_id] = result
+            value = result.get(searcher.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                best = self.best.get(trial_id)
+                if best is None or searcher.sign(value) < searcher.sign(best):
+                    self.best[trial_id] = value
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-            last = result or self.last.pop(trial_id, None)
+            last = result or self.last.get(trial_id)
             self.last.pop(trial_id, None)
             status = results.trial_status(last, error, trial_id in stopped)
             value = last.get(searcher.metric) if last else None
-            searcher.on_trial_complete(
-                trial_id,
-                Outcome(status, value, value, int(last.get("epoch", 0)) if last else 0),
-            )
+            epoch = int(last.get("epoch", 0)) if last else 0
+            best = self.best.pop(trial_id, None)
+            searcher.on_trial_complete(trial_id, Outcome(status, value, best, epoch))
 
         def save(self, checkpoint_path: str) -> None:
             import pickle
@@ -279,7 +284,7 @@ def run(
                 )
             )
         trials, history = results.build_tables(records, spec.metric, spec.mode)
-        results.write_results(run_dir, trials, history, spec_yaml)
+        results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
     finally:
         ray.shutdown()
     return run_dir

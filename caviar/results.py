@@ -25,6 +25,7 @@ from caviar.searchers.base import Status
 
 TRIALS_FILE = "trials.parquet"
 HISTORY_FILE = "history.parquet"
+REGIONS_FILE = "regions.parquet"
 SPEC_FILE = "spec.yaml"
 RAY_DIR = "ray"
 SCHEMA_VERSION = "1"
@@ -149,11 +150,33 @@ def write_parquet(df: pd.DataFrame, path: Path, metadata: Mapping[str, str]) -> 
         raise
 
 
+def regions_table(regions: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (round, parameter): the domain searched in that round."""
+    rows = []
+    for region in regions:
+        for param, raw in region["space"].items():
+            ((kind, args),) = raw.items()
+            numeric = kind not in ("choice", "value")
+            rows.append({
+                "round": region["round"], "param": param, "kind": kind,
+                "low": float(args[0]) if numeric else None,
+                "high": float(args[1]) if numeric else None,
+                "values": None if numeric else json.dumps(args if kind == "choice" else [args]),
+            })
+    return pd.DataFrame(rows, columns=["round", "param", "kind", "low", "high", "values"])
+
+
 def write_results(
-    run_dir: Path, trials: pd.DataFrame, history: pd.DataFrame, spec_yaml: str
+    run_dir: Path,
+    trials: pd.DataFrame,
+    history: pd.DataFrame,
+    spec_yaml: str,
+    regions: list[dict[str, Any]] | None = None,
 ) -> None:
     meta = {"caviar.schema_version": SCHEMA_VERSION, "caviar.spec": spec_yaml}
     write_parquet(history, run_dir / HISTORY_FILE, meta)
+    if regions:
+        write_parquet(regions_table(regions), run_dir / REGIONS_FILE, meta)
     write_parquet(trials, run_dir / TRIALS_FILE, meta)
 
 

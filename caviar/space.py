@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,8 @@ class Domain(ABC):
 
     @abstractmethod
     def to_unit(self, value: Any) -> float:
-        """Inverse of `from_unit` (for numeric domains, up to rounding)."""
+        """Inverse of `from_unit` (for numeric domains, up to rounding); not clipped, so a
+        value outside the domain maps outside [0, 1]."""
 
     def sample(self, rng: np.random.Generator) -> Any:
         return self.from_unit(float(rng.random()))
@@ -77,7 +78,15 @@ class Float(Domain):
 
     def to_unit(self, value: Any) -> float:
         a, b = self._bounds()
-        return min(max((_FORWARD[self.scale](float(value)) - a) / (b - a), 0.0), 1.0)
+        return (_FORWARD[self.scale](float(value)) - a) / (b - a)
+
+    def narrow(self, lo: float, hi: float) -> Float:
+        """The part of this domain between unit coordinates lo < hi, on the same scale; lo < 0
+        or hi > 1 extends it past its bounds."""
+        a, b = self._bounds()
+        low, high = _clip_inside(self, lo, hi, _INVERSE[self.scale](a + lo * (b - a)),
+                                 _INVERSE[self.scale](a + hi * (b - a)))
+        return replace(self, low=low, high=high)
 
     def to_raw(self) -> Any:
         name = {"linear": "uniform", "log": "loguniform", "one_minus_log": "one_minus_loguniform"}
@@ -109,10 +118,24 @@ class Int(Domain):
     def to_unit(self, value: Any) -> float:
         a, b = self._bounds()
         t = math.log(value) if self.scale == "log" else float(value)
-        return min(max((t - a) / (b - a), 0.0), 1.0)
+        return (t - a) / (b - a)
+
+    def narrow(self, lo: float, hi: float) -> Int | Fixed:
+        """The integers between unit coordinates lo < hi (see `Float.narrow`)."""
+        a, b = self._bounds()
+        inv = math.exp if self.scale == "log" else (lambda t: t)
+        low, high = _clip_inside(self, lo, hi, inv(a + lo * (b - a)), inv(a + hi * (b - a)))
+        low, high = max(round(low), 1) if self.scale == "log" else round(low), round(high)
+        return replace(self, low=low, high=high) if low < high else Fixed(low)
 
     def to_raw(self) -> Any:
         return {"lograndint" if self.scale == "log" else "randint": [self.low, self.high]}
+
+
+def _clip_inside(d: Float | Int, lo: float, hi: float, low: float, high: float) -> tuple:
+    """Keep a narrowed side within the domain's bounds unless it was asked to go past them
+    (floating point and the integer half-steps would otherwise spill over)."""
+    return (max(low, d.low) if lo >= 0 else low), (min(high, d.high) if hi <= 1 else high)
 
 
 @dataclass(frozen=True)
@@ -242,6 +265,13 @@ class Space:
     @property
     def searched(self) -> list[str]:
         return [n for n, d in self.domains if not isinstance(d, Fixed)]
+
+    def domain(self, name: str) -> Domain:
+        return dict(self.domains)[name]
+
+    def replace(self, **domains: Domain) -> Space:
+        """This space with some domains swapped, order kept."""
+        return Space(tuple((n, domains.get(n, d)) for n, d in self.domains))
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         return {name: d.sample(rng) for name, d in self.domains}

@@ -19,7 +19,7 @@ from pydantic.dataclasses import dataclass
 
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
-from caviar.searchers import SEARCHERS, options_class
+from caviar.searchers import SEARCHERS, options_class, searcher_class
 from caviar.space import Domain, Fixed, Space, parse_domain
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -254,6 +254,11 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
             problems.append(f"{where}.max_epochs: set it as train.max_epochs, which ASHA uses too")
     for key in sorted(set(t.fixed) & set(spec.space.names)):
         problems.append(f"train.fixed.{key}: also searched in space.{key}; keep one of the two")
+    if spec.searcher.options is not None:
+        cls = searcher_class(spec.searcher.name)
+        problems.extend(
+            cls.check(spec.trial_space(), spec.searcher.options, spec.budget.num_samples)
+        )
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period > t.max_epochs:
         problems.append(
             f"scheduler.grace_period: must be <= train.max_epochs ({t.max_epochs}), "

@@ -1,10 +1,18 @@
 """The contract every registered searcher must keep."""
 
+import math
 import pickle
+import re
 
+import numpy as np
 import pytest
 
 from caviar.searchers import SEARCHERS, Outcome, searcher_class
+from caviar.errors import SpecError
+from caviar.searchers.coarse_to_fine import CoarseToFineOptions, CoarseToFineSearcher, rank_key
+from caviar.searchers.grid import GridOptions, GridSearcher, grid
+from caviar.searchers.tpe import TPEOptions
+from caviar.space import Choice, Fixed, Float, Int, Space
 from caviar.spec import parse_spec
 from tests.conftest import QUICK_SPEC
 
@@ -17,8 +25,12 @@ OUTCOMES = [
 ]
 
 
+OPTIONS = {"grid": GridOptions(points=3)}  # the space has continuous domains
+
+
 def build(name):
-    return searcher_class(name)(SPEC.trial_space(), "val_acc", "max", 12, seed=7)
+    cls = searcher_class(name)
+    return cls(SPEC.trial_space(), "val_acc", "max", 12, seed=7, options=OPTIONS.get(name))
 
 
 def drive(searcher, start, n):
@@ -51,3 +63,152 @@ def test_contract(name):
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
 def test_same_seed_same_configs(name):
     assert drive(build(name), 0, 5) == drive(build(name), 0, 5)
+
+
+def in_domain(domain, value):
+    if isinstance(domain, Choice):
+        return value in domain.values
+    if isinstance(domain, Fixed):
+        return value == domain.value
+    if isinstance(domain, Int) and not isinstance(value, int):
+        return False
+    return domain.low <= value <= domain.high
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_every_searched_parameter_reaches_every_config_inside_its_domain(name):
+    space = parse_spec({**QUICK_SPEC, "space": {
+        "lr": {"loguniform": [1e-5, 1e-1]},
+        "beta": {"one_minus_loguniform": [0.9, 0.999]},
+        "width": {"lograndint": [8, 512]},
+        "drop": {"quniform": [0.0, 0.5, 0.1]},
+        "act": {"choice": ["relu", "gelu", ["nested", "list"]]},
+    }, "train": {"function": "m:f", "max_epochs": 3}, "metric": "acc"}).trial_space()
+    searcher = searcher_class(name)(space, "acc", "max", 40, seed=1, options=OPTIONS.get(name))
+    for i in range(40):
+        config = searcher.suggest(str(i))
+        if config is None:
+            continue
+        assert set(config) == set(space.names)
+        for key, value in config.items():
+            assert in_domain(space.domain(key), value), (key, value)
+        searcher.on_trial_complete(str(i), Outcome("completed", config["lr"], config["lr"], 3))
+
+
+def test_tpe_samples_log_domains_on_their_scale_not_hyperopts_natural_log_bounds():
+    space = Space.from_dict({"lr": Float(1e-5, 1e-1, "log")})
+    searcher = searcher_class("tpe")(space, "acc", "max", 50, options=TPEOptions(n_startup=50))
+    lrs = np.array([searcher.suggest(str(i))["lr"] for i in range(50)])
+    assert lrs.min() >= 1e-5 and lrs.max() <= 1e-1
+    assert np.median(np.log10(lrs)) == pytest.approx(-3, abs=0.6)
+
+
+def test_grid_covers_choices_in_order_and_repeats():
+    space = Space.from_dict({"a": Choice((1, 2)), "b": Choice(("x", "y", "z")), "c": Fixed(0)})
+    searcher = GridSearcher(space, "m", "max", 12)
+    configs = [searcher.suggest(str(i)) for i in range(12)]
+    assert len({tuple(c.values()) for c in configs}) == 6
+    assert configs[:6] == configs[6:]
+    assert GridSearcher.summary(space, GridOptions(), 12).startswith("the grid has 6 configurations")
+
+
+def test_grid_points_on_each_domains_scale():
+    space = Space.from_dict({"lr": Float(1e-4, 1e-2, "log"), "n": Int(1, 3)})
+    lrs = sorted({c["lr"] for c in grid(space, 3)})
+    assert lrs == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert sorted({c["n"] for c in grid(space, 3)}) == [1, 2, 3]
+
+
+def test_coarse_to_fine_ranks_deeper_rungs_first():
+    stopped = Outcome("early_stopped", 0.99, 0.99, 3)
+    completed = Outcome("completed", 0.80, 0.85, 27)
+    other = Outcome("completed", 0.70, 0.90, 27)
+    order = sorted([stopped, completed, other], key=lambda o: rank_key(o, -1.0))
+    assert order == [other, completed, stopped]
+
+
+def quadratic(config):
+    """Best at lr = 1e-3 (log scale) and momentum = 0.99."""
+    return -((math.log10(config["lr"]) + 3) ** 2) - (math.log10(1 - config["momentum"]) + 2) ** 2
+
+
+C2F_SPACE = Space.from_dict({
+    "lr": Float(1e-6, 1.0, "log"), "momentum": Float(0.5, 0.9999, "one_minus_log"),
+    "opt": Choice(("sgd", "adam")),
+})
+
+
+def run_c2f(options, n=60, objective=quadratic, space=C2F_SPACE):
+    searcher = CoarseToFineSearcher(space, "f", "max", n, seed=3, options=options)
+    for i in range(n):
+        config = searcher.suggest(str(i))
+        assert config is not None
+        value = objective(config) + (5.0 if config["opt"] == "adam" else 0)
+        searcher.on_trial_complete(str(i), Outcome("completed", value, value, 1))
+    return searcher
+
+
+@pytest.mark.parametrize("inner", ["random", "tpe"])
+def test_coarse_to_fine_narrows_around_the_best_each_round(inner):
+    searcher = run_c2f(CoarseToFineOptions(rounds=3, inner=inner))
+    assert len(searcher.done) == 60
+    regions = searcher.regions()
+    assert [r["round"] for r in regions] == [0, 1, 2]
+    assert [searcher.round_of(str(i)) for i in (0, 19, 20, 39, 40, 59)] == [0, 0, 1, 1, 2, 2]
+    widths = [math.log10(r["space"]["lr"]["loguniform"][1] / r["space"]["lr"]["loguniform"][0])
+              for r in regions]
+    assert widths[0] == pytest.approx(6) and widths[2] < widths[1] < widths[0]
+    assert regions[-1]["space"]["opt"] == {"value": "adam"}
+    # The last region holds the best configuration of the round before it.
+    best = max((o.value, c) for _, r, c, o in searcher.done if r == 1)[1]
+    lo, hi = regions[-1]["space"]["lr"]["loguniform"]
+    assert lo <= best["lr"] <= hi
+    if inner == "tpe":  # and, with TPE rounds, the optimum
+        assert lo < 1e-3 < hi
+        lo, hi = regions[-1]["space"]["momentum"]["one_minus_loguniform"]
+        assert lo < 0.99 < hi
+
+
+def test_coarse_to_fine_warns_at_an_edge_and_widens_only_when_allowed(caplog):
+    space = Space.from_dict({"x": Float(0.0, 1.0), "opt": Choice(("sgd", "adam"))})
+
+    def at_edge(config):
+        return config["x"]  # best at the upper edge
+
+    options = {"rounds": 3, "inner": "random"}
+    searcher = run_c2f(CoarseToFineOptions(**options), 90, at_edge, space)
+    assert "space.x: the best configurations of round 1 sit at the upper edge" in caplog.text
+    assert "widening the range, or set searcher.widen: true" in caplog.text
+    assert max(r["space"]["x"]["uniform"][1] for r in searcher.regions()) == 1.0
+    widened = run_c2f(CoarseToFineOptions(**options, widen=True), 90, at_edge, space)
+    assert widened.regions()[2]["space"]["x"]["uniform"][1] > 1.0
+
+
+def test_coarse_to_fine_waits_for_the_round_to_end():
+    searcher = CoarseToFineSearcher(C2F_SPACE, "f", "max", 4, options=CoarseToFineOptions(rounds=2))
+    assert searcher.suggest("a") and searcher.suggest("b")
+    assert searcher.suggest("c") is None  # round 0 still running
+    searcher.on_trial_complete("a", Outcome("completed", 1.0, 1.0, 1))
+    assert searcher.suggest("c") is None
+    searcher.on_trial_complete("b", Outcome("error"))
+    assert searcher.suggest("c") is not None and searcher.round_of("c") == 1
+
+
+@pytest.mark.parametrize(
+    "searcher, message",
+    [
+        ({"name": "tpe", "n_startup": "many"}, r"searcher.n_startup: expected a valid integer"),
+        ({"name": "coarse_to_fine", "rounds": 0}, r"searcher.rounds: expected greater than or equal to 1, found 0"),
+        ({"name": "coarse_to_fine", "top_fraction": 1.5}, r"searcher.top_fraction: expected less than or equal to 1, found 1.5"),
+        ({"name": "coarse_to_fine", "top_fraction": 0}, r"searcher.top_fraction: expected greater than 0"),
+        ({"name": "coarse_to_fine", "inner": "grid"}, r"searcher.inner: expected 'random' or 'tpe', found 'grid'"),
+        ({"name": "coarse_to_fine", "round": 2}, r"searcher.round: unknown option for searcher 'coarse_to_fine'; did you mean 'rounds'\?"),
+        ({"name": "grid"}, r"space.lr: grid search needs values for a Float domain; write it as \{choice: \[...\]\} or set searcher.points"),
+        ({"name": "grid", "points": 2}, r"budget.num_samples: the grid has 8 configurations, so num_samples must be a multiple of 8, found 7"),
+        ({"name": "nope"}, r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, or 'module:Class'\)"),
+    ],
+)
+def test_bad_searcher_specs(searcher, message):
+    with pytest.raises(SpecError) as e:
+        parse_spec({**QUICK_SPEC, "searcher": searcher, "budget": {"num_samples": 7}})
+    assert any(re.search(message, p) for p in e.value.problems), e.value.problems

@@ -6,10 +6,13 @@ import importlib
 
 from caviar.searchers.base import NoOptions, Outcome, Searcher
 
-# name -> "module:Class"; modules are imported only when a searcher is used, so that
-# `caviar validate` does not pay for hyperopt.
+# name -> "module:Class". hyperopt itself is imported only when a TPE searcher is built, so
+# `caviar validate` does not pay for it.
 SEARCHERS: dict[str, str] = {
     "random": "caviar.searchers.random:RandomSearcher",
+    "grid": "caviar.searchers.grid:GridSearcher",
+    "tpe": "caviar.searchers.tpe:TPESearcher",
+    "coarse_to_fine": "caviar.searchers.coarse_to_fine:CoarseToFineSearcher",
 }
 
 

@@ -95,6 +95,24 @@ class Searcher(ABC):
     def round_of(self, trial_id: str) -> int:
         return 0
 
+    def observe(self, config: dict[str, Any], outcome: Outcome) -> None:  # noqa: B027
+        """Learn from a trial this searcher did not suggest (a warm start). Default: ignore."""
+
+    def regions(self) -> list[dict[str, Any]]:
+        """The space searched in each round, as ``{"round": r, "space": {name: raw domain}}``;
+        empty for searchers without rounds."""
+        return []
+
+    @classmethod
+    def summary(cls, space: Space, options: Any, num_samples: int) -> str:
+        """A line for `caviar validate` about what this searcher will do."""
+        return ""
+
+    @classmethod
+    def check(cls, space: Space, options: Any, num_samples: int) -> list[str]:
+        """Problems with using this searcher on `space`, as spec messages (validation time)."""
+        return []
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """All state, as plain picklable data."""
