@@ -96,3 +96,22 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
     assert errors.str.contains("ValueError: bad x").all()
     assert (trials.loc[trials["status"] == "diverged", "epochs"] == 2).all()
     assert (trials.loc[trials["status"] == "completed", "best_score"] == 3 * x[x >= 0.5]).all()
+
+
+def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path, private_ray_tmp):
+    spec = write_spec({
+        "searcher": {"name": "coarse_to_fine", "rounds": 2, "inner": "tpe", "top_fraction": 0.5},
+        "budget": {"num_samples": 8, "max_concurrent": 2},
+        "train": {"task": "digits", "max_epochs": 3, "fixed": {"optimizer": "adamw"}},
+    })
+    run_dir, trials, _ = run_sweep(spec, tmp_path, private_ray_tmp)
+    assert sorted(trials["round"]) == [0] * 4 + [1] * 4
+    for col in ("param_lr", "param_hidden", "param_batch_size"):
+        assert trials[col].notna().all()
+    regions = pd.read_parquet(run_dir / "regions.parquet")
+    assert sorted(regions["round"].unique()) == [0, 1]
+    lr = regions[regions["param"] == "lr"].set_index("round")
+    assert lr.loc[0, "low"] == 1e-4 and lr.loc[0, "high"] == 1e-1
+    assert lr.loc[1, "high"] / lr.loc[1, "low"] < lr.loc[0, "high"] / lr.loc[0, "low"]
+    round1 = trials[trials["round"] == 1]
+    assert round1["param_lr"].between(lr.loc[1, "low"], lr.loc[1, "high"]).all()
