@@ -74,7 +74,7 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
                 _builtin_trainable, model=spec.train.model,
                 threads=max(1, int(spec.resources.cpu)), metric=spec.metric,
             ),
-            data=load(spec.train.task, spec.seed),
+            data=load(spec.train.task, spec.seed, spec.train.data, spec.train.label),
         )
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 

@@ -20,7 +20,7 @@ from pydantic.dataclasses import dataclass
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
 from caviar.searchers import SEARCHERS, options_class, searcher_class
-from caviar.space import Domain, Fixed, Space, parse_domain
+from caviar.space import Choice, Domain, Fixed, Space, parse_domain
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -33,6 +33,10 @@ class TrainSpec:
     function: str | None = None
     """A user train function as "module:function"."""
     model: str = "mlp"
+    data: str | None = None
+    """The data file of task 'file': a .npz (x, y[, x_test, y_test]) or a .parquet."""
+    label: str = "label"
+    """The label column of a Parquet data file."""
     max_epochs: PositiveInt = 20
     fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Hyperparameters every trial gets, unsearched."""
@@ -237,14 +241,12 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
                 f"{did_you_mean(spec.metric, builtin.METRICS)} "
                 f"(it reports {', '.join(builtin.METRICS)})"
             )
-        for key in [*t.fixed, *spec.space.names]:
-            if key not in builtin.HYPERPARAMETERS and key != "max_epochs":
-                where = "train.fixed" if key in t.fixed else "space"
-                problems.append(
-                    f"{where}.{key}: the built-in train function has no hyperparameter '{key}'"
-                    f"{did_you_mean(key, builtin.HYPERPARAMETERS)} "
-                    f"(known: {', '.join(sorted(builtin.HYPERPARAMETERS))})"
-                )
+        if spec.metric == "test_acc":
+            problems.append(
+                "metric: test_acc scores the test split, which must never pick trials; "
+                "use val_acc or val_loss"
+            )
+        problems.extend(_check_builtin_values(spec))
     if t.function is not None and not re.fullmatch(r"[\w.]+:\w+", t.function):
         problems.append(
             f"train.function: expected \"module:function\" (e.g. mytrain:train), found {t.function!r}"
@@ -264,6 +266,70 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
             f"scheduler.grace_period: must be <= train.max_epochs ({t.max_epochs}), "
             f"found {spec.scheduler.grace_period}"
         )
+    return problems
+
+
+# Numeric hyperparameters of the built-in function: (lowest, highest, highest included).
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "lr": (1e-12, None, True), "batch_size": (1, None, True), "depth": (1, None, True),
+    "hidden": (1, None, True), "channels": (1, None, True), "kernel_size": (1, None, True),
+    "accumulate": (1, None, True), "dropout": (0, 1, False), "label_smoothing": (0, 1, False),
+    "weight_decay": (0, None, True), "momentum": (0, 1, False), "mixup_alpha": (0, None, True),
+    "beta1": (0, 1, False), "beta2": (0, 1, False), "warmup_epochs": (0, None, True),
+}
+
+
+def _candidates(d: Domain) -> list[Any]:
+    """The values a domain can produce, or its bounds for numeric domains."""
+    if isinstance(d, Fixed):
+        return [d.value]
+    if isinstance(d, Choice):
+        return list(d.values)
+    return [d.low, d.high]  # type: ignore[attr-defined]
+
+
+def _check_builtin_values(spec: SweepSpec) -> list[str]:
+    """Every fixed and searched value of the built-in function's hyperparameters is usable."""
+    problems = []
+    train_size = builtin.TRAIN_SIZES.get(spec.train.task or "")
+    if spec.train.task == "file":
+        from caviar.train.data import DataError, load
+
+        if spec.train.data is None:
+            return ["train.data: task 'file' needs train.data, the path of a .npz or .parquet file"]
+        try:
+            train_size = len(load("file", spec.seed, spec.train.data, spec.train.label).x_train)
+        except DataError as e:
+            return [str(e)]
+    for name, d in spec.trial_space():
+        where = f"train.fixed.{name}" if name in spec.train.fixed else f"space.{name}"
+        if name == "max_epochs":
+            continue
+        if name not in builtin.HYPERPARAMETERS:
+            problems.append(
+                f"{where}: the built-in train function has no hyperparameter '{name}'"
+                f"{did_you_mean(name, builtin.HYPERPARAMETERS)} "
+                f"(known: {', '.join(sorted(builtin.HYPERPARAMETERS))})"
+            )
+            continue
+        for value in _candidates(d):
+            allowed = builtin.CHOICES.get(name)
+            if allowed is not None and value not in allowed:
+                problems.append(
+                    f"{where}: unknown {name} {value!r}"
+                    f"{did_you_mean(str(value), map(str, allowed))} "
+                    f"(expected one of {', '.join(map(str, allowed))})"
+                )
+            elif name in _RANGES:
+                lo, hi, hi_ok = _RANGES[name]
+                if name == "batch_size" and train_size is not None:
+                    hi = train_size
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                ok = ok and value >= lo and (hi is None or value < hi or (hi_ok and value == hi))
+                if not ok:
+                    bound = "" if hi is None else f" and {'<=' if hi_ok else '<'} {hi:g}"
+                    why = " (the training split's size)" if name == "batch_size" and hi else ""
+                    problems.append(f"{where}: expected {name} >= {lo:g}{bound}{why}, found {value!r}")
     return problems
 
 

@@ -42,3 +42,40 @@ def private_ray_tmp(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("RAY_TMPDIR", d)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     yield Path(d)
+
+
+# --- a real multi-node Ray cluster on this machine (cluster/local_cluster.py) ---------------
+
+
+def _local_cluster_module():
+    """`cluster/local_cluster.py`, which is a script beside the package, not part of it."""
+    import importlib.util
+    import sys
+
+    name = "caviar_local_cluster"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parent.parent / "cluster" / "local_cluster.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def local_cluster_module():
+    """The `cluster/local_cluster.py` module, for tests that build their own LocalCluster."""
+    return _local_cluster_module()
+
+
+@pytest.fixture
+def local_cluster():
+    """A real Ray cluster on this machine: a head with 0 CPUs and 2 worker nodes with 1 CPU
+    each, token auth on, its own ports and temp dir. Stopped afterwards, and only its own
+    processes. Clients need `cluster.client_env()` and `cluster.address`."""
+    cluster = _local_cluster_module().LocalCluster(num_workers=2, cpus_per_node=1, head_cpus=0)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

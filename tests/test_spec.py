@@ -2,6 +2,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from caviar.errors import SpecError
@@ -70,11 +71,18 @@ def test_yaml_syntax_error_names_the_line(write_spec):
         ),
         ({"space": {"learning_rate": 0.1}}, r"space.learning_rate: the built-in train function has no hyperparameter"),
         ({"searcher": {"name": "randon"}}, r"searcher.name: unknown searcher 'randon'; did you mean 'random'\?"),
-        ({"train": {"task": "cifar", "max_epochs": 3}}, r"train.task: unknown task 'cifar' \(expected one of mnist1d, digits\)"),
+        ({"train": {"task": "cifar", "max_epochs": 3}}, r"train.task: unknown task 'cifar' \(expected one of mnist1d, digits, synthetic, file\)"),
         ({"train": {"function": "not a path", "max_epochs": 3}}, r"train.function: expected \"module:function\""),
         ({"name": "a/b"}, r"name: expected letters, digits, '_', '.' or '-' \(it names the run directory\), found 'a/b'"),
         ({"scheduler": {"grace_period": 10}}, r"scheduler.grace_period: must be <= train.max_epochs \(4\), found 10"),
         ({"space": {"lr": 0.1, "max_epochs": 3}}, r"space.max_epochs: set it as train.max_epochs"),
+        ({"train": {"task": "digits", "model": "resnet"}}, r"train.model: unknown model 'resnet' \(expected one of mlp, cnn\)"),
+        ({"space": {"optimizer": {"choice": ["sgd", "adamm"]}}, "train": {"task": "digits", "max_epochs": 4}}, r"space.optimizer: unknown optimizer 'adamm'; did you mean 'adam'\? \(expected one of sgd, adam, adamw\)"),
+        ({"train": {"task": "digits", "fixed": {"schedule": "linear"}}}, r"train.fixed.schedule: unknown schedule 'linear' \(expected one of constant, step, cosine, plateau, onecycle\)"),
+        ({"space": {"batch_size": {"choice": [64, 4096]}}}, r"space.batch_size: expected batch_size >= 1 and <= 1150 \(the training split's size\), found 4096"),
+        ({"space": {"dropout": {"uniform": [0.0, 1.0]}}}, r"space.dropout: expected dropout >= 0 and < 1, found 1.0"),
+        ({"metric": "test_acc"}, r"metric: test_acc scores the test split, which must never pick trials"),
+        ({"train": {"task": "file", "max_epochs": 2}}, r"train.data: task 'file' needs train.data"),
     ],
 )
 def test_each_bad_input_gets_one_line_naming_the_field(updates, message):
@@ -95,6 +103,34 @@ def test_missing_required_keys():
     found = problems(raw={"name": "x", "space": {"lr": 0.1}})
     assert "metric: missing; this key is required" in found
     assert "train: missing; this key is required" in found
+
+
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"x": np.zeros((100, 5)), "y": np.zeros(99, dtype=int)}, r"'y' must be one label per example, shape \(100,\), found \(99,\)"),
+        ({"x": np.zeros(100), "y": np.zeros(100, dtype=int)}, r"'x' must be \(examples, features...\) with at least 10 examples, found shape \(100,\)"),
+        ({"x": np.zeros((100, 5)), "y": np.zeros(100)}, r"'y' must hold integer class labels 0..K-1, found float64"),
+        ({"features": np.zeros((100, 5))}, r"needs arrays 'x' and 'y', found \['features'\]"),
+        ({"x": np.zeros((100, 5)), "y": np.zeros(100, dtype=int), "x_test": np.zeros((10, 4)), "y_test": np.zeros(10, dtype=int)}, r"x_test examples have shape \(4,\) but x examples have \(5,\)"),
+    ],
+)
+def test_data_file_with_wrong_shapes(tmp_path, arrays, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    found = problems(train={"task": "file", "data": str(path), "max_epochs": 2}, space={"lr": 0.1})
+    assert len(found) == 1 and re.search(message, found[0]), found
+    assert found[0].startswith("train.data: ")
+
+
+def test_data_file_parquet_needs_its_label_column(tmp_path):
+    import pandas as pd
+
+    pd.DataFrame({"a": range(20), "b": range(20), "target": [0, 1] * 10}).to_parquet(tmp_path / "d.parquet")
+    found = problems(train={"task": "file", "data": str(tmp_path / "d.parquet"), "max_epochs": 2}, space={"lr": 0.1})
+    assert found == [f"train.data: {tmp_path / 'd.parquet'} has no label column 'label' (columns: a, b, target); set train.label"]
+    spec = parse_spec({**QUICK_SPEC, "train": {"task": "file", "data": str(tmp_path / "d.parquet"), "label": "target", "max_epochs": 2}, "space": {"lr": 0.1, "batch_size": 8}})
+    assert spec.train.label == "target"
 
 
 def run_cli(*args, cwd=None):

@@ -1,0 +1,108 @@
+"""A sweep on a real multi-node Ray cluster (cluster/local_cluster.py): `caviar run --address`
+against `ray start` nodes, trials spread over the worker nodes, and every process stopped."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.integration
+
+# The sleep keeps a trial busy while the other node's actor starts: trials of a few milliseconds
+# would all run, one after another, on whichever reused actor came up first.
+TRAIN_MODULE = """
+import time
+
+import caviar
+
+
+def train(config):
+    for epoch in range(1, config["max_epochs"] + 1):
+        time.sleep(0.5)
+        caviar.report({"epoch": epoch, "score": config["x"] * epoch}, checkpoint={"epoch": epoch})
+"""
+
+SPEC = """
+name: cluster-smoke
+metric: score
+mode: max
+train: {function: "mytrain:train", max_epochs: 3}
+space:
+  x: {uniform: [0, 1]}
+scheduler: {name: asha, grace_period: 1, reduction_factor: 2}
+budget: {num_samples: 8}
+"""
+
+
+def _caviar() -> list[str]:
+    return [sys.executable, "-c", "import sys; from caviar.cli import main; sys.exit(main())"]
+
+
+def test_sweep_runs_on_a_multi_node_cluster(local_cluster, tmp_path: Path) -> None:
+    cluster = local_cluster
+    nodes = cluster.wait_for_nodes(3, timeout=60)
+    assert len({n["NodeID"] for n in nodes}) == 3
+    cpus = sorted(n["Resources"].get("CPU", 0.0) for n in nodes)
+    assert cpus == [0.0, 1.0, 1.0]
+    started = cluster.alive_pids()
+    assert set(cluster.pids) <= set(started)
+
+    (tmp_path / "mytrain.py").write_text(textwrap.dedent(TRAIN_MODULE))
+    (tmp_path / "sweep.yaml").write_text(textwrap.dedent(SPEC))
+    storage = tmp_path / "runs"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [*_caviar(), "run", "sweep.yaml", "--address", cluster.address,
+         "--storage", str(storage), "--name", "t"],
+        cwd=tmp_path, env=cluster.client_env(), capture_output=True, text=True, timeout=300,
+    )
+    print(f"caviar run took {time.monotonic() - t0:.1f}s\n{proc.stdout}", file=sys.stderr)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run_dir = Path(proc.stdout.strip().splitlines()[-1])
+    assert run_dir == storage / "t"
+
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) == 8
+    assert set(trials["status"]) <= {"completed", "early_stopped"}
+    worker_ids = {n["NodeID"] for n in nodes if n["Resources"].get("CPU", 0.0) > 0}
+    used = set(trials["node_id"])
+    assert used <= worker_ids, "a trial ran on the 0-CPU head"
+    assert len(used) >= 2, f"all trials ran on one node: {used}"
+
+    # Every process the cluster started, however deep (task workers included), is gone.
+    before = cluster.alive_pids()
+    cluster.stop()
+    assert cluster.alive_pids() == []
+    left = [pid for pid in set(started) | set(before) if _alive(pid)]
+    assert left == [], f"still running: {left}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def test_stop_leaves_other_processes_alone(local_cluster_module) -> None:
+    """A process outside the cluster, though of the same user and machine, survives stop()."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        cluster = local_cluster_module.LocalCluster(num_workers=1, cpus_per_node=1)
+        with cluster:
+            pids = cluster.alive_pids()
+            assert len(pids) >= 4  # ray start, GCS, raylet, ... of the head and one worker
+        assert not [p for p in pids if _alive(p)]
+        assert bystander.poll() is None
+        assert not os.path.exists(cluster.root), "the temp dir it made is removed"
+    finally:
+        bystander.kill()
+        bystander.wait()
