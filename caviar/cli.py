@@ -42,6 +42,27 @@ def _run(args: argparse.Namespace) -> None:
     print(run_dir)
 
 
+def _lr_find(args: argparse.Namespace) -> None:
+    from caviar.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if spec.train.task is None:
+        raise CaviarError("train: lr-find runs the built-in train function; this spec names "
+                          f"{spec.train.function!r}")
+    # Every searched value but the learning rate at the middle of its domain, on its scale.
+    config = {name: d.from_unit(0.5) for name, d in spec.trial_space()}
+    from caviar.train.data import load
+    from caviar.train.lr_find import lr_find, plot
+
+    data = load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
+    result = lr_find(data, spec.train.model, config)
+    if args.out:
+        plot(result, args.out)
+        print(f"plot: {args.out}")
+    print(f"suggested lr: {result.suggestion:.3g} (steepest descent of the smoothed loss)")
+    print(f"range for the spec:  {result.spec_line()}")
+
+
 def _results(args: argparse.Namespace) -> None:
     _print_results(args.run_dir, top=args.top, as_json=args.json)
 
@@ -87,6 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", help="root directory for run directories (default ./caviar_runs)")
     r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
     r.set_defaults(func=_run)
+
+    f = sub.add_parser("lr-find", help="LR range test with the spec's model and data")
+    f.add_argument("spec")
+    f.add_argument("--out", help="write the loss-vs-LR plot to this PNG")
+    f.set_defaults(func=_lr_find)
 
     s = sub.add_parser("results", help="the best trials of a run")
     s.add_argument("run_dir")
