@@ -147,7 +147,37 @@ def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
     )
 
 
-def _progress_callback(spec: SweepSpec, stopped: set[str]) -> Any:
+class _Abort:
+    """Stops the whole sweep when a trial misuses `caviar.report` (the sweep's metric missing,
+    no epoch): every other trial would fail the same way, so the budget is not spent on them."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def check(self, trial: Any) -> None:
+        # The local error file is written before callbacks run; storage is synced later.
+        path = trial.error_file
+        error = Path(path).read_text() if path and Path(path).exists() else ""
+        if self.reason is None and "ReportError" in error:
+            line = next(ln for ln in error.splitlines() if "caviar.report:" in ln)
+            self.reason = "train.function: " + line.split("caviar.report:", 1)[1].strip()
+
+    def stopper(self) -> Any:
+        from ray.tune import Stopper
+
+        abort = self
+
+        class AbortStopper(Stopper):
+            def __call__(self, trial_id: str, result: dict) -> bool:
+                return False
+
+            def stop_all(self) -> bool:
+                return abort.reason is not None
+
+        return AbortStopper()
+
+
+def _progress_callback(spec: SweepSpec, stopped: set[str], abort: _Abort) -> Any:
     from ray.tune import Callback
 
     total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
@@ -178,6 +208,7 @@ def _progress_callback(spec: SweepSpec, stopped: set[str]) -> Any:
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, "error")
+            abort.check(trial)
 
     return Progress()
 
@@ -249,6 +280,7 @@ def run(
             spec.searcher.options,
         )
         stopped: set[str] = set()  # trials ASHA stopped early
+        abort = _Abort()
         # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
         concurrency = spec.budget.max_concurrent or _default_concurrency(spec)
         search_alg = tune.search.ConcurrencyLimiter(
@@ -267,7 +299,8 @@ def run(
             run_config=tune.RunConfig(
                 name=results.RAY_DIR, storage_path=str(run_dir), verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                callbacks=[JsonLoggerCallback(), _progress_callback(spec, stopped)],
+                callbacks=[JsonLoggerCallback(), _progress_callback(spec, stopped, abort)],
+                stop=abort.stopper(),
             ),
         )
         print(f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
@@ -277,6 +310,8 @@ def run(
         for r in grid:
             trial_dir = Path(r.path)
             history, error = results.read_trial_dir(trial_dir)
+            if not history and error is None and not r.config:
+                continue  # suggested but never started: the sweep stopped first
             records.append(
                 results.TrialRecord(
                     trial_dir.name, r.config, history, error, searcher.round_of(trial_dir.name),
@@ -285,6 +320,8 @@ def run(
             )
         trials, history = results.build_tables(records, spec.metric, spec.mode)
         results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
+        if abort.reason:
+            raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir}"])
     finally:
         ray.shutdown()
     return run_dir

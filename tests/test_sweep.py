@@ -115,3 +115,23 @@ def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path,
     assert lr.loc[1, "high"] / lr.loc[1, "low"] < lr.loc[0, "high"] / lr.loc[0, "low"]
     round1 = trials[trials["round"] == 1]
     assert round1["param_lr"].between(lr.loc[1, "low"], lr.loc[1, "high"]).all()
+
+
+def test_a_function_that_does_not_report_the_metric_stops_the_sweep(write_spec, tmp_path, private_ray_tmp):
+    (tmp_path / "nometric.py").write_text(
+        "import caviar\n"
+        "def train(config):\n"
+        "    for epoch in range(1, 4):\n"
+        "        caviar.report({'epoch': epoch, 'accuracy': config['x']})\n"
+    )
+    spec = write_spec({"metric": "score", "train": {"function": "nometric:train", "max_epochs": 3},
+                       "space": {"x": {"uniform": [0, 1]}}, "budget": {"num_samples": 40}})
+    out = subprocess.run(
+        [sys.executable, "-m", "caviar.cli", "run", str(spec), "--storage", str(tmp_path / "runs"),
+         "--name", "r"], capture_output=True, text=True, cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert ("caviar: error: train.function: the sweep's metric 'score' is missing from the "
+            "reported keys ['accuracy', 'epoch']") in out.stderr
+    trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
+    assert 1 <= len(trials) <= 4 and set(trials["status"]) == {"error"}
