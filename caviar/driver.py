@@ -79,7 +79,7 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
     return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _tune_searcher(searcher: Searcher, stopped: set[str]) -> Any:
+def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
     """Adapt a caviar searcher to Ray Tune's Searcher interface."""
     from ray.tune.search import Searcher as RaySearcher
 
@@ -104,7 +104,7 @@ def _tune_searcher(searcher: Searcher, stopped: set[str]) -> Any:
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
             last = result or self.last.get(trial_id)
             self.last.pop(trial_id, None)
-            status = results.trial_status(last, error, trial_id in stopped)
+            status = results.trial_status(last, error, max_epochs)
             value = last.get(searcher.metric) if last else None
             epoch = int(last.get("epoch", 0)) if last else 0
             best = self.best.pop(trial_id, None)
@@ -177,7 +177,7 @@ class _Abort:
         return AbortStopper()
 
 
-def _progress_callback(spec: SweepSpec, stopped: set[str], abort: _Abort) -> Any:
+def _progress_callback(spec: SweepSpec, abort: _Abort) -> Any:
     from ray.tune import Callback
 
     total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
@@ -204,7 +204,7 @@ def _progress_callback(spec: SweepSpec, stopped: set[str], abort: _Abort) -> Any
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
-            self._line(trial, results.trial_status(last, False, trial.trial_id in stopped))
+            self._line(trial, results.trial_status(last, False, spec.train.max_epochs))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trial, "error")
@@ -279,12 +279,12 @@ def run(
             spec.trial_space(), spec.metric, spec.mode, spec.budget.num_samples, spec.seed,
             spec.searcher.options,
         )
-        stopped: set[str] = set()  # trials ASHA stopped early
+        stopped: set[str] = set()  # trials ASHA stopped before max_epochs
         abort = _Abort()
         # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
         concurrency = spec.budget.max_concurrent or _default_concurrency(spec)
         search_alg = tune.search.ConcurrencyLimiter(
-            _tune_searcher(searcher, stopped), max_concurrent=concurrency
+            _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
         )
         tuner = tune.Tuner(
             make_trainable(spec, search_path),
@@ -299,7 +299,7 @@ def run(
             run_config=tune.RunConfig(
                 name=results.RAY_DIR, storage_path=str(run_dir), verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                callbacks=[JsonLoggerCallback(), _progress_callback(spec, stopped, abort)],
+                callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort)],
                 stop=abort.stopper(),
             ),
         )
@@ -318,7 +318,9 @@ def run(
                     trial_dir.name in stopped,
                 )
             )
-        trials, history = results.build_tables(records, spec.metric, spec.mode)
+        trials, history = results.build_tables(
+            records, spec.metric, spec.mode, spec.train.max_epochs
+        )
         results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
         if abort.reason:
             raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir}"])

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from caviar.errors import RunDirError
+from caviar.session import FINAL
 from caviar.searchers.base import Status
 
 TRIALS_FILE = "trials.parquet"
@@ -35,7 +36,7 @@ _RAY_KEYS = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
     "trial_id", "date", "time_this_iter_s", "pid", "hostname", "node_ip", "time_since_restore",
     "iterations_since_restore", "experiment_tag", "config", "node_id", "diverged",
-    "caviar_final",
+    FINAL,
 }
 
 
@@ -49,21 +50,22 @@ class TrialRecord:
     """Every result the trial reported, in order, possibly with replayed epochs."""
     error: str | None = None
     round: int = 0
-    stopped_early: bool = False
-    """The scheduler stopped it before max_epochs."""
+    stopped_by_asha: bool = False
 
 
-def trial_status(last: Mapping[str, Any] | None, errored: bool, stopped_early: bool) -> Status:
+def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
     """The one rule for a trial's status, shared by the searcher adapter and the tables.
 
-    ``stopped_early`` means the scheduler (ASHA) stopped the trial before max_epochs; a train
-    function that returns early on its own (patience, a one-shot objective) has completed.
+    A healthy trial completed if it trained all max_epochs or returned a one-shot result;
+    otherwise something stopped it early: ASHA, its own patience, or the sweep stopping.
     """
     if errored:
         return "error"
     if last and last.get("diverged"):
         return "diverged"
-    return "early_stopped" if stopped_early else "completed"
+    if last and (last.get(FINAL) or int(last.get("epoch", 0)) >= max_epochs):
+        return "completed"
+    return "early_stopped"
 
 
 def _best(values: Iterable[Any], mode: str) -> float | None:
@@ -80,7 +82,7 @@ def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_tables(
-    records: Iterable[TrialRecord], metric: str, mode: str
+    records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     trials, history = [], []
     for rec in records:
@@ -88,9 +90,10 @@ def build_tables(
         last = rows[-1] if rows else None
         trial = {
             "trial_id": rec.trial_id,
-            "status": trial_status(last, rec.error is not None, rec.stopped_early),
+            "status": trial_status(last, rec.error is not None, max_epochs),
             "round": rec.round,
             "epochs": int(last["epoch"]) if last else 0,
+            "stopped_by_asha": rec.stopped_by_asha,
             **{f"param_{k}": v for k, v in rec.config.items()},
             metric: last.get(metric) if last else None,
             f"best_{metric}": _best((r.get(metric) for r in rows), mode),

@@ -78,6 +78,7 @@ def test_sweep_runs_on_a_multi_node_cluster(local_cluster, tmp_path: Path) -> No
 
     # Every process the cluster started, however deep (task workers included), is gone.
     before = cluster.alive_pids()
+    print(f"cluster processes before stop: {sorted(set(started) | set(before))}", file=sys.stderr)
     cluster.stop()
     assert cluster.alive_pids() == []
     left = [pid for pid in set(started) | set(before) if _alive(pid)]

@@ -3,6 +3,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from caviar.errors import RunDirError
+from caviar.session import FINAL
 from caviar.results import (
     TrialRecord, build_tables, dedupe, leaderboard, load_trials, trial_status, write_parquet,
 )
@@ -14,17 +15,19 @@ def hist(*values, **extra):
 
 RECORDS = [
     TrialRecord("a", {"lr": 0.1, "opt": "sgd"}, hist(0.5, 0.7, 0.6)),
-    TrialRecord("b", {"lr": 0.01, "opt": "adamw"}, hist(0.4), stopped_early=True),
+    TrialRecord("b", {"lr": 0.01, "opt": "adamw"}, hist(0.4), stopped_by_asha=True),
     TrialRecord("c", {"lr": 1.0, "opt": "sgd"}, hist(0.3) + [{"epoch": 2, "acc": float("nan"), "diverged": True}]),
     TrialRecord("d", {"lr": 0.2, "opt": "sgd"}, [], error="Traceback...\nValueError: boom", round=1),
 ]
 
 
 def test_status_rule():
-    assert trial_status({"epoch": 3}, errored=True, stopped_early=False) == "error"
-    assert trial_status({"diverged": True}, errored=False, stopped_early=True) == "diverged"
-    assert trial_status({"epoch": 1}, errored=False, stopped_early=True) == "early_stopped"
-    assert trial_status({"epoch": 1}, errored=False, stopped_early=False) == "completed"
+    assert trial_status({"epoch": 3}, errored=True, max_epochs=3) == "error"
+    assert trial_status({"epoch": 1, "diverged": True}, errored=False, max_epochs=3) == "diverged"
+    assert trial_status({"epoch": 1}, errored=False, max_epochs=3) == "early_stopped"
+    assert trial_status({"epoch": 3}, errored=False, max_epochs=3) == "completed"
+    assert trial_status({"epoch": 1, FINAL: True}, errored=False, max_epochs=3) == "completed"
+    assert trial_status(None, errored=False, max_epochs=3) == "early_stopped"
 
 
 def test_dedupe_keeps_the_last_report_of_each_epoch_in_order():
@@ -33,11 +36,12 @@ def test_dedupe_keeps_the_last_report_of_each_epoch_in_order():
 
 
 def test_tables_follow_the_documented_schema():
-    trials, history = build_tables(RECORDS, "acc", "max")
+    trials, history = build_tables(RECORDS, "acc", "max", 3)
     assert list(trials["trial_id"]) == ["a", "b", "c", "d"]
     assert list(trials["status"]) == ["completed", "early_stopped", "diverged", "error"]
     assert list(trials["epochs"]) == [3, 1, 2, 0]
     assert list(trials["round"]) == [0, 0, 0, 1]
+    assert list(trials["stopped_by_asha"]) == [False, True, False, False]
     assert trials["acc"].tolist()[:2] == [0.6, 0.4]
     assert trials["best_acc"].tolist()[:3] == [0.7, 0.4, 0.3]
     assert trials.loc[3, "error"].endswith("ValueError: boom")
@@ -51,13 +55,13 @@ def test_tables_follow_the_documented_schema():
 
 
 def test_leaderboard_ranks_healthy_trials_only():
-    trials, _ = build_tables(RECORDS, "acc", "max")
+    trials, _ = build_tables(RECORDS, "acc", "max", 3)
     assert list(leaderboard(trials, "acc", "max")["trial_id"]) == ["a", "b"]
     assert list(leaderboard(trials, "acc", "min", top=1)["trial_id"]) == ["b"]
 
 
 def test_parquet_round_trip_with_metadata_and_no_leftovers(tmp_path):
-    trials, _ = build_tables(RECORDS, "acc", "max")
+    trials, _ = build_tables(RECORDS, "acc", "max", 3)
     write_parquet(trials, tmp_path / "trials.parquet", {"caviar.spec": "name: t"})
     assert pq.read_schema(tmp_path / "trials.parquet").metadata[b"caviar.spec"] == b"name: t"
     back = load_trials(tmp_path)
@@ -66,7 +70,7 @@ def test_parquet_round_trip_with_metadata_and_no_leftovers(tmp_path):
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    trials, _ = build_tables(RECORDS, "acc", "max")
+    trials, _ = build_tables(RECORDS, "acc", "max", 3)
     write_parquet(trials, tmp_path / "trials.parquet", {})
 
     def broken(*args, **kwargs):
