@@ -218,7 +218,15 @@ def _init_ray(address: str | None) -> None:
 
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as e:
+            raise CaviarError(
+                f"--address: cannot connect to the Ray cluster at {address!r} ({e}); check that "
+                "it is running and the address is right, and if it uses token authentication "
+                "(the default of `ray start --head` in Ray 2.60) set RAY_AUTH_MODE=token and "
+                "RAY_AUTH_TOKEN_PATH to its token file"
+            ) from None
     else:
         # The embedded default: a private Ray on this machine, sized to it, gone with us.
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
