@@ -101,6 +101,8 @@ def build_tables(
             "node_ip": last.get("node_ip") if last else None,
             "hostname": last.get("hostname") if last else None,
             "wall_time_s": last.get("time_total_s") if last else None,
+            # The built-in function's test accuracy of the best-validation checkpoint.
+            **({"test_acc": last.get("test_acc")} if last and "test_acc" in last else {}),
             "error": rec.error,
         }
         trials.append(trial)

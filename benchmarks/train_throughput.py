@@ -1,0 +1,127 @@
+"""Training throughput of caviar's loop against the textbook DataLoader loop and the compute
+bound, side by side on mnist1d, one CPU thread by default.
+
+(a) textbook: TensorDataset + DataLoader(shuffle=True), model.train(), zero_grad / backward /
+    step over the batches it yields.
+(b) compute bound: the same model and optimizer stepping over batches sliced in advance.
+caviar: the built-in train function (`caviar.train.loop.train`), as every trial runs it; its
+    reported samples_per_s times the training phase of each epoch.
+
+All three train the same MLP with AdamW at the same learning rate for the same epochs; the
+median epoch is reported (the first epoch is a warm-up and is left out), and the final
+validation accuracy shows they learn alike.
+
+    python -m benchmarks.train_throughput [--epochs 8] [--threads 1] [--batch-sizes 64 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from caviar import session
+from caviar.train import DEFAULTS, models
+from caviar.train.data import load
+from caviar.train.loop import evaluate, train
+
+CONFIG = {"optimizer": "adamw", "lr": 3e-3, "hidden": 256, "depth": 2, "weight_decay": 1e-4}
+
+
+def _model(data, device):
+    torch.manual_seed(0)
+    net = models.build("mlp", data.shape, data.num_classes, {**DEFAULTS, **CONFIG}).to(device)
+    return net, torch.optim.AdamW(net.parameters(), lr=CONFIG["lr"], weight_decay=CONFIG["weight_decay"])
+
+
+def _accuracy(net, data, device) -> float:
+    x, y = torch.as_tensor(data.x_val).to(device), torch.as_tensor(data.y_val).to(device)
+    return evaluate(net, x, y, lambda: torch.autocast(device.type, enabled=False))[1]
+
+
+def textbook(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
+    net, opt = _model(data, device)
+    loader = DataLoader(
+        TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)),
+        batch_size=bs, shuffle=True,
+    )
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        net.train()
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            opt.zero_grad()
+            loss = F.cross_entropy(net(xb), yb)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        rates.append(len(data.x_train) / (time.perf_counter() - t0))
+    return rates, _accuracy(net, data, device)
+
+
+def compute_bound(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
+    net, opt = _model(data, device)
+    x, y = torch.as_tensor(data.x_train).to(device), torch.as_tensor(data.y_train).to(device)
+    batches = list(zip(x.split(bs), y.split(bs)))
+    rates = []
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        net.train()
+        for xb, yb in batches:
+            opt.zero_grad()
+            loss = F.cross_entropy(net(xb), yb)
+            loss.backward()
+            opt.step()
+        _sync(device)
+        rates.append(len(data.x_train) / (time.perf_counter() - t0))
+    return rates, _accuracy(net, data, device)
+
+
+def caviar_loop(data, bs: int, epochs: int, threads: int) -> tuple[list[float], float]:
+    fn = functools.partial(train, data=data, model="mlp", threads=threads)
+    config = {**CONFIG, "batch_size": bs, "max_epochs": epochs}
+    results = session.run(fn, config, session.Session("val_acc")).results
+    return [r["samples_per_s"] for r in results], results[-1]["val_acc"]
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = load("mnist1d")
+    print(f"mnist1d MLP {CONFIG}, {len(data.x_train)} training samples, device {device}, "
+          f"{args.threads} thread(s), {args.epochs} epochs; median samples/s of epochs 2..N")
+    for bs in args.batch_sizes:
+        runs = {
+            "textbook DataLoader (a)": textbook(data, bs, args.epochs, device),
+            "compute bound (b)": compute_bound(data, bs, args.epochs, device),
+            "caviar": caviar_loop(data, bs, args.epochs, args.threads),
+        }
+        median = {k: statistics.median(rates[1:]) for k, (rates, _) in runs.items()}
+        print(f"\nbatch {bs}:")
+        for k, (_, acc) in runs.items():
+            print(f"  {k:24s} {median[k]:12,.0f} samples/s   val_acc {acc:.3f}")
+        a, b = median["caviar"] / median["textbook DataLoader (a)"], median["caviar"] / median["compute bound (b)"]
+        target_a = 4.0 if device.type == "cuda" else 1.3
+        print(f"  caviar / (a) = {a:.2f}x (target >= {target_a}x: {'PASS' if a >= target_a else 'MISS'})")
+        if device.type == "cpu":
+            print(f"  caviar / (b) = {b:.2f}x (target >= 0.9x: {'PASS' if b >= 0.9 else 'MISS'})")
+
+
+if __name__ == "__main__":
+    main()
