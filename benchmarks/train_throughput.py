@@ -44,17 +44,14 @@ def _accuracy(net, data, device) -> float:
     return evaluate(net, x, y, lambda: torch.autocast(device.type, enabled=False))[1]
 
 
-def textbook(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
+def _timed_epochs(data, epochs: int, device, batches) -> tuple[list[float], float]:
+    """The textbook step over whatever `batches()` yields, timed per epoch."""
     net, opt = _model(data, device)
-    loader = DataLoader(
-        TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)),
-        batch_size=bs, shuffle=True,
-    )
     rates = []
     for _ in range(epochs):
         t0 = time.perf_counter()
         net.train()
-        for xb, yb in loader:
+        for xb, yb in batches():
             xb, yb = xb.to(device), yb.to(device)
             opt.zero_grad()
             loss = F.cross_entropy(net(xb), yb)
@@ -65,22 +62,16 @@ def textbook(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
     return rates, _accuracy(net, data, device)
 
 
+def textbook(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
+    dataset = TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
+    loader = DataLoader(dataset, batch_size=bs, shuffle=True)
+    return _timed_epochs(data, epochs, device, lambda: loader)
+
+
 def compute_bound(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
-    net, opt = _model(data, device)
     x, y = torch.as_tensor(data.x_train).to(device), torch.as_tensor(data.y_train).to(device)
     batches = list(zip(x.split(bs), y.split(bs)))
-    rates = []
-    for _ in range(epochs):
-        t0 = time.perf_counter()
-        net.train()
-        for xb, yb in batches:
-            opt.zero_grad()
-            loss = F.cross_entropy(net(xb), yb)
-            loss.backward()
-            opt.step()
-        _sync(device)
-        rates.append(len(data.x_train) / (time.perf_counter() - t0))
-    return rates, _accuracy(net, data, device)
+    return _timed_epochs(data, epochs, device, lambda: batches)
 
 
 def caviar_loop(data, bs: int, epochs: int, threads: int) -> tuple[list[float], float]:
