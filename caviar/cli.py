@@ -42,6 +42,48 @@ def _run(args: argparse.Namespace) -> None:
     print(run_dir)
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from caviar import jobs
+    from caviar.spec import load_spec
+
+    spec = load_spec(args.spec)
+    job_id = jobs.submit(spec, address=args.address, storage=args.storage, name=args.name)
+    print(job_id, flush=True)
+    return jobs.follow(args.address, job_id) if args.wait else 0
+
+
+def _jobs(args: argparse.Namespace) -> None:
+    from caviar import jobs
+
+    for j in jobs.list_jobs(args.address):
+        print(f"{j.submission_id}  {j.status.value:9s}  {j.metadata.get(jobs.METADATA_KEY)}  "
+              f"{j.metadata.get('run_dir', '')}")
+
+
+def _status(args: argparse.Namespace) -> None:
+    from caviar import jobs
+
+    info = jobs.status(args.address, args.job)
+    print(f"{args.job}: {info.status.value}  run dir {info.metadata.get('run_dir', '?')}"
+          + (f"  ({info.message})" if info.message else ""))
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from caviar import jobs
+
+    if args.follow:
+        return jobs.follow(args.address, args.job)
+    print(jobs.logs(args.address, args.job), end="")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> None:
+    from caviar import jobs
+
+    stopped = jobs.stop(args.address, args.job)
+    print(f"{args.job}: {'stop requested' if stopped else 'already ended'}")
+
+
 def _lr_find(args: argparse.Namespace) -> None:
     from caviar.spec import load_spec
 
@@ -68,15 +110,14 @@ def _results(args: argparse.Namespace) -> None:
 
 
 def _print_results(run_dir: str, top: int, as_json: bool) -> None:
-    from pathlib import Path
-
     import pandas as pd
+    import yaml
 
     from caviar.results import SPEC_FILE, leaderboard, load_trials
-    from caviar.spec import read_yaml
+    from caviar.storage import Location
 
     trials = load_trials(run_dir)
-    spec = read_yaml(Path(run_dir) / SPEC_FILE)
+    spec = yaml.safe_load((Location.of(run_dir) / SPEC_FILE).read_text())
     metric, mode = spec["metric"], spec["mode"]
     board = leaderboard(trials, metric, mode, top)
     if as_json:
@@ -109,6 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
     r.set_defaults(func=_run)
 
+    address_help = "the cluster's Jobs API, http://HEAD:8265 (default: $CAVIAR_JOBS_ADDRESS)"
+    j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job")
+    j.add_argument("spec")
+    j.add_argument("--address", help=address_help)
+    j.add_argument("--storage", help="run directories' root, seen by every node (NFS, s3://, gs://)")
+    j.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
+    j.add_argument("--wait", action="store_true", help="stream progress; exit with the sweep's outcome")
+    j.set_defaults(func=_submit)
+    for command, func, what in (("jobs", _jobs, "list caviar sweeps on a cluster"),
+                                ("status", _status, "a sweep job's status"),
+                                ("logs", _logs, "a sweep job's output"),
+                                ("stop", _stop, "stop a sweep job")):
+        c = sub.add_parser(command, help=what)
+        if command != "jobs":
+            c.add_argument("job", help="the job id `caviar submit` printed")
+        if command == "logs":
+            c.add_argument("--follow", action="store_true", help="stream until the job ends")
+        c.add_argument("--address", help=address_help)
+        c.set_defaults(func=func)
+
     f = sub.add_parser("lr-find", help="LR range test with the spec's model and data")
     f.add_argument("spec")
     f.add_argument("--out", help="write the loss-vs-LR plot to this PNG")
@@ -136,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _log_to_stderr()
     try:
-        args.func(args)
+        return args.func(args) or 0
     except CaviarError as e:
         for problem in e.problems:
             print(f"caviar: error: {problem}", file=sys.stderr)
@@ -144,7 +205,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caviar: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from caviar import results, session
 from caviar.errors import CaviarError, RunDirError
 from caviar.searchers import Outcome, Searcher, searcher_class
 from caviar.spec import SweepSpec, dump_yaml, spec_to_dict
+from caviar.storage import Location
 
 # Ray Tune warns on every forced experiment snapshot, which per-epoch checkpoints trigger.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -248,12 +249,25 @@ def _default_concurrency(spec: SweepSpec) -> int:
     return slots
 
 
-def resolve_run_dir(spec: SweepSpec, storage: str | None, name: str | None) -> Path:
-    root = Path(storage or spec.storage or DEFAULT_STORAGE).expanduser().resolve()
+def resolve_run_dir(spec: SweepSpec, storage: str | None, name: str | None) -> Location:
     name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if "/" in name or "\\" in name or name in (".", ".."):
         raise RunDirError(f"--name: expected a plain directory name, found {name!r}")
-    return root / name
+    return Location.of(storage or spec.storage or DEFAULT_STORAGE) / name
+
+
+def _check_shared_storage(run_dir: Location) -> None:
+    """A local path works on a multi-node cluster only if all its nodes share this machine."""
+    import ray
+
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n["Alive"]}
+    if run_dir.is_local and len(hosts) > 1:
+        raise RunDirError(
+            f"--storage: {run_dir.uri} is a local path, but the cluster's nodes are on "
+            f"{len(hosts)} machines ({', '.join(sorted(hosts))}); trials would checkpoint to "
+            "disks the driver never sees. Use a path on storage every node mounts (NFS) or "
+            "an s3:// or gs:// URI"
+        )
 
 
 def run(
@@ -262,18 +276,18 @@ def run(
     address: str | None = None,
     storage: str | None = None,
     name: str | None = None,
-) -> Path:
-    """Run the sweep; return the run directory with its Parquet results."""
+) -> str:
+    """Run the sweep; return the run directory (a path or URI) with its Parquet results."""
     run_dir = resolve_run_dir(spec, storage, name)
-    if run_dir.exists() and any(run_dir.iterdir()):
+    if run_dir.is_nonempty_dir():
         raise RunDirError(
-            f"{run_dir}: already exists; pass another --name, or `caviar resume {run_dir}`"
+            f"{run_dir.uri}: already exists; pass another --name, or `caviar resume {run_dir.uri}`"
         )
     search_path = os.getcwd()
     if spec.train.function:
         load_function(spec.train.function, search_path)  # fail before Ray starts
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.check_writable()
     spec_yaml = dump_yaml(spec_to_dict(spec))
     (run_dir / results.SPEC_FILE).write_text(spec_yaml)
 
@@ -283,6 +297,7 @@ def run(
 
     _init_ray(address)
     try:
+        _check_shared_storage(run_dir)
         searcher = searcher_class(spec.searcher.name)(
             spec.trial_space(), spec.metric, spec.mode, spec.budget.num_samples, spec.seed,
             spec.searcher.options,
@@ -305,7 +320,7 @@ def run(
                 trial_dirname_creator=lambda t: t.trial_id,
             ),
             run_config=tune.RunConfig(
-                name=results.RAY_DIR, storage_path=str(run_dir), verbose=0,
+                name=results.RAY_DIR, storage_path=run_dir.uri, verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
                 callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort)],
                 stop=abort.stopper(),
@@ -316,14 +331,14 @@ def run(
         grid = tuner.fit()
         records = []
         for r in grid:
-            trial_dir = Path(r.path)
-            history, error = results.read_trial_dir(trial_dir)
+            trial_id = Path(r.path).name  # trial directories are named by trial id
+            history, error = results.read_trial_dir(run_dir / results.RAY_DIR / trial_id)
             if not history and error is None and not r.config:
                 continue  # suggested but never started: the sweep stopped first
             records.append(
                 results.TrialRecord(
-                    trial_dir.name, r.config, history, error, searcher.round_of(trial_dir.name),
-                    trial_dir.name in stopped,
+                    trial_id, r.config, history, error, searcher.round_of(trial_id),
+                    trial_id in stopped,
                 )
             )
         trials, history = results.build_tables(
@@ -331,7 +346,7 @@ def run(
         )
         results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
         if abort.reason:
-            raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir}"])
+            raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"])
     finally:
         ray.shutdown()
-    return run_dir
+    return run_dir.uri

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 
 from caviar.errors import RunDirError
 from caviar.session import FINAL
+from caviar.storage import Location
 from caviar.searchers.base import Status
 
 TRIALS_FILE = "trials.parquet"
@@ -121,38 +120,30 @@ def build_tables(
     return trials_df, history_df
 
 
-def read_trial_dir(trial_dir: Path) -> tuple[list[dict[str, Any]], str | None]:
+def read_trial_dir(trial_dir: Location) -> tuple[list[dict[str, Any]], str | None]:
     """A trial's reported results (Ray's result.json) and its error text, if it failed."""
     results = []
     path = trial_dir / "result.json"
     if path.exists():
-        with path.open() as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    try:
-                        results.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        # A driver killed mid-write leaves a partial last line; skip it.
-                        continue
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if line:
+                try:
+                    results.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a driver killed mid-write leaves a partial last line
     error_file = trial_dir / "error.txt"
     error = error_file.read_text() if error_file.exists() else None
     return results, error
 
 
-def write_parquet(df: pd.DataFrame, path: Path, metadata: Mapping[str, str]) -> None:
+def write_parquet(df: pd.DataFrame, path: Location, metadata: Mapping[str, str]) -> None:
     """Write atomically: a reader sees the previous file or the new one, never a partial one."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
-    table = table.replace_schema_metadata(meta)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.replace_schema_metadata(meta), sink)
+    path.write_bytes(sink.getvalue().to_pybytes())
 
 
 def regions_table(regions: list[dict[str, Any]]) -> pd.DataFrame:
@@ -172,7 +163,7 @@ def regions_table(regions: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def write_results(
-    run_dir: Path,
+    run_dir: Location,
     trials: pd.DataFrame,
     history: pd.DataFrame,
     spec_yaml: str,
@@ -185,21 +176,22 @@ def write_results(
     write_parquet(trials, run_dir / TRIALS_FILE, meta)
 
 
-def load_trials(run_dir: str | Path) -> pd.DataFrame:
-    return _load(Path(run_dir), TRIALS_FILE)
+def load_trials(run_dir: str | Path | Location) -> pd.DataFrame:
+    return _load(run_dir, TRIALS_FILE)
 
 
-def load_history(run_dir: str | Path) -> pd.DataFrame:
-    return _load(Path(run_dir), HISTORY_FILE)
+def load_history(run_dir: str | Path | Location) -> pd.DataFrame:
+    return _load(run_dir, HISTORY_FILE)
 
 
-def _load(run_dir: Path, name: str) -> pd.DataFrame:
-    path = run_dir / name
+def _load(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
+    loc = run_dir if isinstance(run_dir, Location) else Location.of(run_dir)
+    path = loc / name
     if not path.is_file():
         raise RunDirError(
-            f"{run_dir}: no {name} here; pass the run directory that `caviar run` printed"
+            f"{loc.uri}: no {name} here; pass the run directory that `caviar run` printed"
         )
-    return pd.read_parquet(path)
+    return pq.read_table(path.path, filesystem=loc.fs).to_pandas()
 
 
 def leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int | None = None) -> pd.DataFrame:

@@ -1,9 +1,11 @@
 import pandas as pd
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
 from caviar.errors import RunDirError
 from caviar.session import FINAL
+from caviar.storage import Location
 from caviar.results import (
     TrialRecord, build_tables, dedupe, leaderboard, load_trials, trial_status, write_parquet,
 )
@@ -62,23 +64,48 @@ def test_leaderboard_ranks_healthy_trials_only():
 
 def test_parquet_round_trip_with_metadata_and_no_leftovers(tmp_path):
     trials, _ = build_tables(RECORDS, "acc", "max", 3)
-    write_parquet(trials, tmp_path / "trials.parquet", {"caviar.spec": "name: t"})
+    write_parquet(trials, Location.of(tmp_path) / "trials.parquet", {"caviar.spec": "name: t"})
     assert pq.read_schema(tmp_path / "trials.parquet").metadata[b"caviar.spec"] == b"name: t"
     back = load_trials(tmp_path)
     pd.testing.assert_frame_equal(back, trials, check_dtype=False)
     assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]
 
 
-def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
+def test_a_full_disk_mid_write_keeps_the_previous_file(tmp_path):
+    target = Location.of(tmp_path) / "trials.parquet"
     trials, _ = build_tables(RECORDS, "acc", "max", 3)
-    write_parquet(trials, tmp_path / "trials.parquet", {})
+    write_parquet(trials, target, {})
 
-    def broken(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    class FullDisk:
+        """The local filesystem, but every write stops halfway with ENOSPC."""
 
-    monkeypatch.setattr(pq, "write_table", broken)
-    with pytest.raises(OSError):
-        write_parquet(trials.head(1), tmp_path / "trials.parquet", {})
+        type_name = "local"
+
+        def __init__(self):
+            self.local = pafs.LocalFileSystem()
+
+        def __getattr__(self, name):
+            return getattr(self.local, name)
+
+        def open_output_stream(self, path):
+            stream = self.local.open_output_stream(path)
+
+            class Half:
+                def __enter__(self):
+                    return self
+
+                def write(self, data):
+                    stream.write(data[: len(data) // 2])
+                    raise OSError(28, "No space left on device")
+
+                def __exit__(self, *exc):
+                    stream.close()
+
+            return Half()
+
+    full = Location(FullDisk(), target.path, target.uri)
+    with pytest.raises(OSError, match="No space left"):
+        write_parquet(trials.head(1), full, {})
     assert len(load_trials(tmp_path)) == 4
     assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]
 
