@@ -185,30 +185,37 @@ def _progress_callback(spec: SweepSpec, abort: _Abort) -> Any:
     better = max if mode == "max" else min
 
     class Progress(Callback):
-        def __init__(self) -> None:
-            self.done, self.best, self.started = 0, None, time.monotonic()
+        """One line per finished trial: counts, the best so far, and an ETA."""
 
-        def _line(self, trial: Any, status: str) -> None:
+        def __init__(self) -> None:
+            self.done = self.stopped_early = 0
+            self.best, self.started = None, time.monotonic()
+
+        def _line(self, trials: list, trial: Any, status: str) -> None:
             self.done += 1
+            self.stopped_early += status == "early_stopped"
             last = trial.last_result or {}
             value = last.get(metric)
             if status in ("completed", "early_stopped") and isinstance(value, (int, float)):
                 self.best = value if self.best is None else better(self.best, value)
+            elapsed = time.monotonic() - self.started
+            running = sum(t.status == "RUNNING" for t in trials)
+            eta = elapsed / self.done * (total - self.done)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
             best = f"{self.best:.4g}" if self.best is not None else "-"
             print(
-                f"[{self.done}/{total} {time.monotonic() - self.started:6.1f}s] "
-                f"trial {trial.trial_id} {status} at epoch {last.get('epoch', 0)}: "
-                f"{metric}={shown}  best {metric}={best}",
+                f"[{self.done}/{total} {elapsed:6.1f}s, {running} running, "
+                f"{self.stopped_early} stopped early, ETA {eta:4.0f}s] trial {trial.trial_id} "
+                f"{status} at epoch {last.get('epoch', 0)}: {metric}={shown}  best {best}",
                 flush=True,
             )
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
-            self._line(trial, results.trial_status(last, False, spec.train.max_epochs))
+            self._line(trials, trial, results.trial_status(last, False, spec.train.max_epochs))
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self._line(trial, "error")
+            self._line(trials, trial, "error")
             abort.check(trial)
 
     return Progress()
@@ -305,7 +312,9 @@ def run(
         stopped: set[str] = set()  # trials ASHA stopped before max_epochs
         abort = _Abort()
         # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
-        concurrency = spec.budget.max_concurrent or _default_concurrency(spec)
+        # The cluster's capacity is checked either way: a trial that fits no node would hang.
+        capacity = _default_concurrency(spec)
+        concurrency = spec.budget.max_concurrent or capacity
         search_alg = tune.search.ConcurrencyLimiter(
             _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
         )

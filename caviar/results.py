@@ -34,7 +34,7 @@ SCHEMA_VERSION = "1"
 _RAY_KEYS = {
     "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
     "trial_id", "date", "time_this_iter_s", "pid", "hostname", "node_ip", "time_since_restore",
-    "iterations_since_restore", "experiment_tag", "config", "node_id", "diverged",
+    "iterations_since_restore", "experiment_tag", "config", "node_id", "gpu_model", "diverged",
     FINAL,
 }
 
@@ -99,6 +99,7 @@ def build_tables(
             "node_id": last.get("node_id") if last else None,
             "node_ip": last.get("node_ip") if last else None,
             "hostname": last.get("hostname") if last else None,
+            "gpu_model": last.get("gpu_model") if last else None,
             "wall_time_s": last.get("time_total_s") if last else None,
             # The built-in function's test accuracy of the best-validation checkpoint.
             **({"test_acc": last.get("test_acc")} if last and "test_acc" in last else {}),
@@ -115,7 +116,7 @@ def build_tables(
         history_df["epoch"] = history_df["epoch"].astype("int64")
     if not trials_df.empty:
         trials_df = trials_df.astype({"epochs": "int64", "round": "int64"})
-        text = ["trial_id", "status", "node_id", "node_ip", "hostname", "error"]
+        text = ["trial_id", "status", "node_id", "node_ip", "hostname", "gpu_model", "error"]
         trials_df[text] = trials_df[text].astype("string")
     return trials_df, history_df
 

@@ -50,12 +50,16 @@ class RaySession(Session):
         super().__init__(metric)
         import ray
 
-        self.node_id = ray.get_runtime_context().get_node_id()
+        self.where = {"node_id": ray.get_runtime_context().get_node_id()}
+        if ray.get_gpu_ids():
+            import torch  # a GPU trial trains with torch; ask it which GPU this is
+
+            self.where["gpu_model"] = torch.cuda.get_device_name(0)
 
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         from ray import tune
 
-        metrics = {**metrics, "node_id": self.node_id}
+        metrics = {**metrics, **self.where}
         if checkpoint is None:
             tune.report(metrics)
             return
