@@ -28,10 +28,22 @@ def branin(c: dict) -> float:
     return (x2 - b * x1**2 + cc * x1 - 6) ** 2 + 10 * (1 - t) * math.cos(x1) + 10
 
 
-_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
-               [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
-_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
-                      [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_A = np.array(
+    [
+        [10, 3, 17, 3.5, 1.7, 8],
+        [0.05, 10, 17, 0.1, 8, 14],
+        [3, 3.5, 1.7, 10, 17, 8],
+        [17, 8, 0.05, 10, 0.1, 14],
+    ]
+)
+_P = 1e-4 * np.array(
+    [
+        [1312, 1696, 5569, 124, 8283, 5886],
+        [2329, 4135, 8307, 3736, 1004, 9991],
+        [2348, 1451, 3522, 2883, 3047, 6650],
+        [4047, 8828, 8732, 5743, 1091, 381],
+    ]
+)
 _ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 
 
@@ -73,8 +85,15 @@ def run_hyperopt(problem: str, evals: int, seed: int) -> float:
     fn, bounds, _ = PROBLEMS[problem]
     space = {k: hpo.hp.uniform(k, lo, hi) for k, (lo, hi) in bounds.items()}
     trials = hpo.Trials()
-    hpo.fmin(fn, space, algo=hpo.tpe.suggest, max_evals=evals, trials=trials,
-             rstate=np.random.default_rng(seed), show_progressbar=False)
+    hpo.fmin(
+        fn,
+        space,
+        algo=hpo.tpe.suggest,
+        max_evals=evals,
+        trials=trials,
+        rstate=np.random.default_rng(seed),
+        show_progressbar=False,
+    )
     return min(trials.losses())
 
 
@@ -87,8 +106,10 @@ def main() -> None:
     seeds = range(args.seeds)
     for problem in args.problems:
         optimum = PROBLEMS[problem][2]
-        print(f"\n{problem}: mean best of {args.evals} evaluations over {args.seeds} seeds "
-              f"(optimum {optimum})")
+        print(
+            f"\n{problem}: mean best of {args.evals} evaluations over {args.seeds} seeds "
+            f"(optimum {optimum})"
+        )
         rows = {}
         for label, (name, options) in SEARCHERS.items():
             t0 = time.perf_counter()
@@ -99,8 +120,10 @@ def main() -> None:
         rows["hyperopt fmin(tpe)_s"] = time.perf_counter() - t0
         for label, values in rows.items():
             if not label.endswith("_s"):
-                print(f"  {label:24s} mean {np.mean(values):9.4f}  median {np.median(values):9.4f}"
-                      f"  worst {np.max(values):9.4f}  ({rows[label + '_s']:.1f} s)")
+                print(
+                    f"  {label:24s} mean {np.mean(values):9.4f}  median {np.median(values):9.4f}"
+                    f"  worst {np.max(values):9.4f}  ({rows[label + '_s']:.1f} s)"
+                )
 
 
 if __name__ == "__main__":

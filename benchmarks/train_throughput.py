@@ -36,7 +36,9 @@ CONFIG = {"optimizer": "adamw", "lr": 3e-3, "hidden": 256, "depth": 2, "weight_d
 def _model(data, device):
     torch.manual_seed(0)
     net = models.build("mlp", data.shape, data.num_classes, {**DEFAULTS, **CONFIG}).to(device)
-    return net, torch.optim.AdamW(net.parameters(), lr=CONFIG["lr"], weight_decay=CONFIG["weight_decay"])
+    return net, torch.optim.AdamW(
+        net.parameters(), lr=CONFIG["lr"], weight_decay=CONFIG["weight_decay"]
+    )
 
 
 def _accuracy(net, data, device) -> float:
@@ -70,7 +72,7 @@ def textbook(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
 
 def compute_bound(data, bs: int, epochs: int, device) -> tuple[list[float], float]:
     x, y = torch.as_tensor(data.x_train).to(device), torch.as_tensor(data.y_train).to(device)
-    batches = list(zip(x.split(bs), y.split(bs)))
+    batches = list(zip(x.split(bs), y.split(bs), strict=True))
     return _timed_epochs(data, epochs, device, lambda: batches)
 
 
@@ -95,8 +97,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     data = load("mnist1d")
-    print(f"mnist1d MLP {CONFIG}, {len(data.x_train)} training samples, device {device}, "
-          f"{args.threads} thread(s), {args.epochs} epochs; median samples/s of epochs 2..N")
+    print(
+        f"mnist1d MLP {CONFIG}, {len(data.x_train)} training samples, device {device}, "
+        f"{args.threads} thread(s), {args.epochs} epochs; median samples/s of epochs 2..N"
+    )
     for bs in args.batch_sizes:
         runs = {
             "textbook DataLoader (a)": textbook(data, bs, args.epochs, device),
@@ -107,9 +111,13 @@ def main() -> None:
         print(f"\nbatch {bs}:")
         for k, (_, acc) in runs.items():
             print(f"  {k:24s} {median[k]:12,.0f} samples/s   val_acc {acc:.3f}")
-        a, b = median["caviar"] / median["textbook DataLoader (a)"], median["caviar"] / median["compute bound (b)"]
+        a, b = (
+            median["caviar"] / median["textbook DataLoader (a)"],
+            median["caviar"] / median["compute bound (b)"],
+        )
         target_a = 4.0 if device.type == "cuda" else 1.3
-        print(f"  caviar / (a) = {a:.2f}x (target >= {target_a}x: {'PASS' if a >= target_a else 'MISS'})")
+        verdict = "PASS" if a >= target_a else "MISS"
+        print(f"  caviar / (a) = {a:.2f}x (target >= {target_a}x: {verdict})")
         if device.type == "cpu":
             print(f"  caviar / (b) = {b:.2f}x (target >= 0.9x: {'PASS' if b >= 0.9 else 'MISS'})")
 

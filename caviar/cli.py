@@ -56,16 +56,20 @@ def _jobs(args: argparse.Namespace) -> None:
     from caviar import jobs
 
     for j in jobs.list_jobs(args.address):
-        print(f"{j.submission_id}  {j.status.value:9s}  {j.metadata.get(jobs.METADATA_KEY)}  "
-              f"{j.metadata.get('run_dir', '')}")
+        print(
+            f"{j.submission_id}  {j.status.value:9s}  {j.metadata.get(jobs.METADATA_KEY)}  "
+            f"{j.metadata.get('run_dir', '')}"
+        )
 
 
 def _status(args: argparse.Namespace) -> None:
     from caviar import jobs
 
     info = jobs.status(args.address, args.job)
-    print(f"{args.job}: {info.status.value}  run dir {info.metadata.get('run_dir', '?')}"
-          + (f"  ({info.message})" if info.message else ""))
+    print(
+        f"{args.job}: {info.status.value}  run dir {info.metadata.get('run_dir', '?')}"
+        + (f"  ({info.message})" if info.message else "")
+    )
 
 
 def _logs(args: argparse.Namespace) -> int:
@@ -89,8 +93,10 @@ def _lr_find(args: argparse.Namespace) -> None:
 
     spec = load_spec(args.spec)
     if spec.train.task is None:
-        raise CaviarError("train: lr-find runs the built-in train function; this spec names "
-                          f"{spec.train.function!r}")
+        raise CaviarError(
+            "train: lr-find runs the built-in train function; this spec names "
+            f"{spec.train.function!r}"
+        )
     # Every searched value but the learning rate at the middle of its domain, on its scale.
     config = {name: d.from_unit(0.5) for name, d in spec.trial_space()}
     from caviar.train.data import load
@@ -144,8 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a sweep; prints the run directory")
     r.add_argument("spec")
-    r.add_argument("--address", help="Ray address ('auto' joins `ray start --head`); "
-                   "default: RAY_ADDRESS, else a private local Ray")
+    r.add_argument(
+        "--address",
+        help="Ray address ('auto' joins `ray start --head`); "
+        "default: RAY_ADDRESS, else a private local Ray",
+    )
     r.add_argument("--storage", help="root directory for run directories (default ./caviar_runs)")
     r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
     r.set_defaults(func=_run)
@@ -154,14 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job")
     j.add_argument("spec")
     j.add_argument("--address", help=address_help)
-    j.add_argument("--storage", help="run directories' root, seen by every node (NFS, s3://, gs://)")
+    j.add_argument(
+        "--storage", help="run directories' root, seen by every node (NFS, s3://, gs://)"
+    )
     j.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
-    j.add_argument("--wait", action="store_true", help="stream progress; exit with the sweep's outcome")
+    j.add_argument(
+        "--wait", action="store_true", help="stream progress; exit with the sweep's outcome"
+    )
     j.set_defaults(func=_submit)
-    for command, func, what in (("jobs", _jobs, "list caviar sweeps on a cluster"),
-                                ("status", _status, "a sweep job's status"),
-                                ("logs", _logs, "a sweep job's output"),
-                                ("stop", _stop, "stop a sweep job")):
+    for command, func, what in (
+        ("jobs", _jobs, "list caviar sweeps on a cluster"),
+        ("status", _status, "a sweep job's status"),
+        ("logs", _logs, "a sweep job's output"),
+        ("stop", _stop, "stop a sweep job"),
+    ):
         c = sub.add_parser(command, help=what)
         if command != "jobs":
             c.add_argument("job", help="the job id `caviar submit` printed")

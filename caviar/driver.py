@@ -62,7 +62,9 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
 
     if spec.train.function:
         fn = functools.partial(
-            _user_trainable, target=spec.train.function, search_path=search_path,
+            _user_trainable,
+            target=spec.train.function,
+            search_path=search_path,
             metric=spec.metric,
         )
         trainable = tune.with_parameters(fn)
@@ -72,8 +74,10 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
         # Built once in the driver and shared through the object store: no trial rebuilds it.
         trainable = tune.with_parameters(
             functools.partial(
-                _builtin_trainable, model=spec.train.model,
-                threads=max(1, int(spec.resources.cpu)), metric=spec.metric,
+                _builtin_trainable,
+                model=spec.train.model,
+                threads=max(1, int(spec.resources.cpu)),
+                metric=spec.metric,
             ),
             data=load(spec.train.task, spec.seed, spec.train.data, spec.train.label),
         )
@@ -143,8 +147,11 @@ def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
             return decision
 
     return RecordingASHA(
-        time_attr="epoch", max_t=max_epochs, grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor, brackets=s.brackets,
+        time_attr="epoch",
+        max_t=max_epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+        brackets=s.brackets,
     )
 
 
@@ -306,7 +313,11 @@ def run(
     try:
         _check_shared_storage(run_dir)
         searcher = searcher_class(spec.searcher.name)(
-            spec.trial_space(), spec.metric, spec.mode, spec.budget.num_samples, spec.seed,
+            spec.trial_space(),
+            spec.metric,
+            spec.mode,
+            spec.budget.num_samples,
+            spec.seed,
             spec.searcher.options,
         )
         stopped: set[str] = set()  # trials ASHA stopped before max_epochs
@@ -321,22 +332,30 @@ def run(
         tuner = tune.Tuner(
             make_trainable(spec, search_path),
             tune_config=tune.TuneConfig(
-                metric=spec.metric, mode=spec.mode, search_alg=search_alg,
-                scheduler=_scheduler(spec, stopped), num_samples=spec.budget.num_samples,
+                metric=spec.metric,
+                mode=spec.mode,
+                search_alg=search_alg,
+                scheduler=_scheduler(spec, stopped),
+                num_samples=spec.budget.num_samples,
                 time_budget_s=spec.budget.time_budget_s,
                 # Per-trial overhead is a product feature: a fresh actor per trial costs ~1 s.
                 reuse_actors=True,
                 trial_dirname_creator=lambda t: t.trial_id,
             ),
             run_config=tune.RunConfig(
-                name=results.RAY_DIR, storage_path=run_dir.uri, verbose=0,
+                name=results.RAY_DIR,
+                storage_path=run_dir.uri,
+                verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
                 callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort)],
                 stop=abort.stopper(),
             ),
         )
-        print(f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
-              f"{concurrency} at a time, run dir {run_dir}", flush=True)
+        print(
+            f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
+            f"{concurrency} at a time, run dir {run_dir.uri}",
+            flush=True,
+        )
         grid = tuner.fit()
         records = []
         for r in grid:
@@ -346,7 +365,11 @@ def run(
                 continue  # suggested but never started: the sweep stopped first
             records.append(
                 results.TrialRecord(
-                    trial_id, r.config, history, error, searcher.round_of(trial_id),
+                    trial_id,
+                    r.config,
+                    history,
+                    error,
+                    searcher.round_of(trial_id),
                     trial_id in stopped,
                 )
             )
@@ -355,7 +378,9 @@ def run(
         )
         results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
         if abort.reason:
-            raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"])
+            raise CaviarError(
+                [abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"]
+            )
     finally:
         ray.shutdown()
     return run_dir.uri

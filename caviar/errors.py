@@ -23,7 +23,7 @@ class RunDirError(CaviarError):
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """"; did you mean 'x'?" for the closest option, or ''. A prefix match wins (grace ->
+    """ "; did you mean 'x'?" for the closest option, or ''. A prefix match wins (grace ->
     grace_period), then the most similar spelling."""
     options = list(options)
     close = [o for o in options if o.startswith(word) or word.startswith(o)]

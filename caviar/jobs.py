@@ -89,8 +89,19 @@ def submit(spec: SweepSpec, *, address: str | None, storage: str | None, name: s
         )
     name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     c = client(address)
-    command = ["python", "-m", "caviar.cli", "run", "spec.yaml", "--address", "auto",
-               "--storage", storage, "--name", name]
+    command = [
+        "python",
+        "-m",
+        "caviar.cli",
+        "run",
+        "spec.yaml",
+        "--address",
+        "auto",
+        "--storage",
+        storage,
+        "--name",
+        name,
+    ]
     with _working_dir(spec) as wd:
         try:
             return c.submit_job(
@@ -100,7 +111,9 @@ def submit(spec: SweepSpec, *, address: str | None, storage: str | None, name: s
                 metadata={METADATA_KEY: spec.name, "run_dir": f"{storage.rstrip('/')}/{name}"},
             )
         except RuntimeError as e:
-            raise CaviarError(f"submit: the cluster refused the job: {str(e).splitlines()[0]}") from None
+            raise CaviarError(
+                f"submit: the cluster refused the job: {str(e).splitlines()[0]}"
+            ) from None
 
 
 def _job(c: Any, job_id: str) -> Any:
@@ -108,7 +121,9 @@ def _job(c: Any, job_id: str) -> Any:
         return c.get_job_info(job_id)
     except RuntimeError as e:
         if "does not exist" in str(e) or "404" in str(e):
-            raise CaviarError(f"JOB: no job {job_id!r} on this cluster; `caviar jobs` lists them") from None
+            raise CaviarError(
+                f"JOB: no job {job_id!r} on this cluster; `caviar jobs` lists them"
+            ) from None
         raise
 
 
@@ -148,5 +163,7 @@ def follow(address: str | None, job_id: str) -> int:
     if info.status.value == "SUCCEEDED":
         return 0
     code = getattr(info, "driver_exit_code", None)
-    print(f"caviar: job {job_id} {info.status.value}: {info.message or ''}".rstrip(), file=sys.stderr)
+    print(
+        f"caviar: job {job_id} {info.status.value}: {info.message or ''}".rstrip(), file=sys.stderr
+    )
     return 2 if code == 2 else 1

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from caviar.errors import RunDirError
+from caviar.searchers.base import Status
 from caviar.session import FINAL
 from caviar.storage import Location
-from caviar.searchers.base import Status
 
 TRIALS_FILE = "trials.parquet"
 HISTORY_FILE = "history.parquet"
@@ -32,9 +32,24 @@ SCHEMA_VERSION = "1"
 
 # Keys Ray adds to every result; they are bookkeeping, not metrics.
 _RAY_KEYS = {
-    "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
-    "trial_id", "date", "time_this_iter_s", "pid", "hostname", "node_ip", "time_since_restore",
-    "iterations_since_restore", "experiment_tag", "config", "node_id", "gpu_model", "diverged",
+    "timestamp",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "time_this_iter_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "experiment_tag",
+    "config",
+    "node_id",
+    "gpu_model",
+    "diverged",
     FINAL,
 }
 
@@ -141,7 +156,10 @@ def read_trial_dir(trial_dir: Location) -> tuple[list[dict[str, Any]], str | Non
 def write_parquet(df: pd.DataFrame, path: Location, metadata: Mapping[str, str]) -> None:
     """Write atomically: a reader sees the previous file or the new one, never a partial one."""
     table = pa.Table.from_pandas(df, preserve_index=False)
-    meta = {**(table.schema.metadata or {}), **{k.encode(): v.encode() for k, v in metadata.items()}}
+    meta = {
+        **(table.schema.metadata or {}),
+        **{k.encode(): v.encode() for k, v in metadata.items()},
+    }
     sink = pa.BufferOutputStream()
     pq.write_table(table.replace_schema_metadata(meta), sink)
     path.write_bytes(sink.getvalue().to_pybytes())
@@ -154,12 +172,16 @@ def regions_table(regions: list[dict[str, Any]]) -> pd.DataFrame:
         for param, raw in region["space"].items():
             ((kind, args),) = raw.items()
             numeric = kind not in ("choice", "value")
-            rows.append({
-                "round": region["round"], "param": param, "kind": kind,
-                "low": float(args[0]) if numeric else None,
-                "high": float(args[1]) if numeric else None,
-                "values": None if numeric else json.dumps(args if kind == "choice" else [args]),
-            })
+            rows.append(
+                {
+                    "round": region["round"],
+                    "param": param,
+                    "kind": kind,
+                    "low": float(args[0]) if numeric else None,
+                    "high": float(args[1]) if numeric else None,
+                    "values": None if numeric else json.dumps(args if kind == "choice" else [args]),
+                }
+            )
     return pd.DataFrame(rows, columns=["round", "param", "kind", "low", "high", "values"])
 
 
@@ -195,7 +217,9 @@ def _load(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
     return pq.read_table(path.path, filesystem=loc.fs).to_pandas()
 
 
-def leaderboard(trials: pd.DataFrame, metric: str, mode: str, top: int | None = None) -> pd.DataFrame:
+def leaderboard(
+    trials: pd.DataFrame, metric: str, mode: str, top: int | None = None
+) -> pd.DataFrame:
     """Healthy trials (completed or stopped early) ranked by their best metric, best first."""
     col = f"best_{metric}"
     ok = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[col].notna()]

@@ -4,6 +4,7 @@ notebooks, `caviar lr-find`), where results are kept in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pickle
@@ -150,8 +151,6 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
             # The trial's last result: a scheduler's stop at this point stops nothing.
             out = {**out, FINAL: True}
             out.setdefault("epoch", (session.results[-1]["epoch"] + 1) if session.results else 1)
-            try:
+            with contextlib.suppress(Diverged):
                 report(out)
-            except Diverged:
-                pass
     return session

@@ -84,8 +84,13 @@ class Float(Domain):
         """The part of this domain between unit coordinates lo < hi, on the same scale; lo < 0
         or hi > 1 extends it past its bounds."""
         a, b = self._bounds()
-        low, high = _clip_inside(self, lo, hi, _INVERSE[self.scale](a + lo * (b - a)),
-                                 _INVERSE[self.scale](a + hi * (b - a)))
+        low, high = _clip_inside(
+            self,
+            lo,
+            hi,
+            _INVERSE[self.scale](a + lo * (b - a)),
+            _INVERSE[self.scale](a + hi * (b - a)),
+        )
         return replace(self, low=low, high=high)
 
     def to_raw(self) -> Any:
@@ -231,7 +236,7 @@ def parse_domain(raw: Any) -> Domain:
     scale, _ = _FLOAT_FORMS[kind]
     if scale == "log" and low <= 0:
         raise ValueError(f"{kind} is on a log scale and needs low > 0, found low={low}")
-    if scale == "one_minus_log" and not (0 <= low and high < 1):
+    if scale == "one_minus_log" and not (low >= 0 and high < 1):
         raise ValueError(
             f"{kind} samples 1 - value on a log scale and needs 0 <= low < high < 1, "
             f"found [{low}, {high}]"

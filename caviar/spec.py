@@ -154,9 +154,13 @@ def parse_spec(raw: Any) -> SweepSpec:
     space_raw = raw.pop("space", None)
     domains: dict[str, Domain] = {}
     if space_raw is None:
-        problems.append("space: missing; add at least one parameter, e.g. lr: {loguniform: [1e-4, 1]}")
+        problems.append(
+            "space: missing; add at least one parameter, e.g. lr: {loguniform: [1e-4, 1]}"
+        )
     elif not isinstance(space_raw, Mapping) or not space_raw:
-        problems.append(f"space: expected a non-empty mapping of parameter names, found {space_raw!r}")
+        problems.append(
+            f"space: expected a non-empty mapping of parameter names, found {space_raw!r}"
+        )
     else:
         for name, d in space_raw.items():
             try:
@@ -249,7 +253,7 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
         problems.extend(_check_builtin_values(spec))
     if t.function is not None and not re.fullmatch(r"[\w.]+:\w+", t.function):
         problems.append(
-            f"train.function: expected \"module:function\" (e.g. mytrain:train), found {t.function!r}"
+            f'train.function: expected "module:function" (e.g. mytrain:train), found {t.function!r}'
         )
     for where, keys in (("train.fixed", t.fixed), ("space", spec.space.names)):
         if "max_epochs" in keys:
@@ -271,11 +275,21 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
 
 # Numeric hyperparameters of the built-in function: (lowest, highest, highest included).
 _RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "lr": (1e-12, None, True), "batch_size": (1, None, True), "depth": (1, None, True),
-    "hidden": (1, None, True), "channels": (1, None, True), "kernel_size": (1, None, True),
-    "accumulate": (1, None, True), "dropout": (0, 1, False), "label_smoothing": (0, 1, False),
-    "weight_decay": (0, None, True), "momentum": (0, 1, False), "mixup_alpha": (0, None, True),
-    "beta1": (0, 1, False), "beta2": (0, 1, False), "warmup_epochs": (0, None, True),
+    "lr": (1e-12, None, True),
+    "batch_size": (1, None, True),
+    "depth": (1, None, True),
+    "hidden": (1, None, True),
+    "channels": (1, None, True),
+    "kernel_size": (1, None, True),
+    "accumulate": (1, None, True),
+    "dropout": (0, 1, False),
+    "label_smoothing": (0, 1, False),
+    "weight_decay": (0, None, True),
+    "momentum": (0, 1, False),
+    "mixup_alpha": (0, None, True),
+    "beta1": (0, 1, False),
+    "beta2": (0, 1, False),
+    "warmup_epochs": (0, None, True),
 }
 
 
@@ -329,7 +343,9 @@ def _check_builtin_values(spec: SweepSpec) -> list[str]:
                 if not ok:
                     bound = "" if hi is None else f" and {'<=' if hi_ok else '<'} {hi:g}"
                     why = " (the training split's size)" if name == "batch_size" and hi else ""
-                    problems.append(f"{where}: expected {name} >= {lo:g}{bound}{why}, found {value!r}")
+                    problems.append(
+                        f"{where}: expected {name} >= {lo:g}{bound}{why}, found {value!r}"
+                    )
     return problems
 
 
@@ -368,4 +384,3 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     opts = spec.searcher.options
     out["searcher"] = {"name": spec.searcher.name, **(dataclasses.asdict(opts) if opts else {})}
     return out
-

@@ -29,7 +29,11 @@ def write_spec(tmp_path: Path):
 
     def write(raw: dict | None = None, text: str | None = None, name: str = "spec.yaml") -> Path:
         path = tmp_path / name
-        path.write_text(text if text is not None else yaml.safe_dump({**QUICK_SPEC, **(raw or {})}, sort_keys=False))
+        path.write_text(
+            text
+            if text is not None
+            else yaml.safe_dump({**QUICK_SPEC, **(raw or {})}, sort_keys=False)
+        )
         return path
 
     return write

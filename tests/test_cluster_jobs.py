@@ -32,8 +32,13 @@ def cluster():
 
 def caviar(cluster, *args, cwd, **env_vars):
     env = {**cluster.client_env(), "PYTHONUNBUFFERED": "1", **env_vars}
-    return subprocess.run([sys.executable, "-m", "caviar.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "caviar.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+    )
 
 
 def check_run(run_dir: Path) -> None:
@@ -48,8 +53,19 @@ def check_run(run_dir: Path) -> None:
 
 def test_submit_the_quickstart_through_the_jobs_api(cluster, tmp_path):
     assert cluster.has_jobs_api
-    out = caviar(cluster, "submit", str(QUICKSTART), "--address", cluster.dashboard_url,
-                 "--storage", str(tmp_path / "runs"), "--name", "job", "--wait", cwd=tmp_path)
+    out = caviar(
+        cluster,
+        "submit",
+        str(QUICKSTART),
+        "--address",
+        cluster.dashboard_url,
+        "--storage",
+        str(tmp_path / "runs"),
+        "--name",
+        "job",
+        "--wait",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     job_id = out.stdout.splitlines()[0]
     assert job_id == "caviar-job"
@@ -62,8 +78,18 @@ def test_submit_the_quickstart_through_the_jobs_api(cluster, tmp_path):
 
 
 def test_run_with_address_auto(cluster, tmp_path):
-    out = caviar(cluster, "run", str(QUICKSTART), "--address", "auto",
-                 "--storage", str(tmp_path / "runs"), "--name", "auto", cwd=tmp_path,
-                 RAY_ADDRESS=cluster.address)  # as on the head node: auto finds the cluster
+    out = caviar(
+        cluster,
+        "run",
+        str(QUICKSTART),
+        "--address",
+        "auto",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--name",
+        "auto",
+        cwd=tmp_path,
+        RAY_ADDRESS=cluster.address,
+    )  # as on the head node: auto finds the cluster
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     check_run(tmp_path / "runs" / "auto")

@@ -19,7 +19,12 @@ def test_trains_on_cuda(model, precision):
     from caviar.train.loop import train
 
     fn = functools.partial(train, data=load("mnist1d"), model=model)
-    config = {"max_epochs": 3, "precision": precision, "batch_size": 256, "lr": 3e-3,
-              "batch_norm": True}
+    config = {
+        "max_epochs": 3,
+        "precision": precision,
+        "batch_size": 256,
+        "lr": 3e-3,
+        "batch_norm": True,
+    }
     results = session.run(fn, config, session.Session("val_acc")).results
     assert results[-1]["val_acc"] > 0.3 and not results[-1]["diverged"]

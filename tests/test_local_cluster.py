@@ -59,9 +59,22 @@ def test_sweep_runs_on_a_multi_node_cluster(local_cluster, tmp_path: Path) -> No
     storage = tmp_path / "runs"
     t0 = time.monotonic()
     proc = subprocess.run(
-        [*_caviar(), "run", "sweep.yaml", "--address", cluster.address,
-         "--storage", str(storage), "--name", "t"],
-        cwd=tmp_path, env=cluster.client_env(), capture_output=True, text=True, timeout=300,
+        [
+            *_caviar(),
+            "run",
+            "sweep.yaml",
+            "--address",
+            cluster.address,
+            "--storage",
+            str(storage),
+            "--name",
+            "t",
+        ],
+        cwd=tmp_path,
+        env=cluster.client_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     print(f"caviar run took {time.monotonic() - t0:.1f}s\n{proc.stdout}", file=sys.stderr)
     assert proc.returncode == 0, proc.stderr[-5000:]

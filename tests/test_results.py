@@ -4,22 +4,37 @@ import pyarrow.parquet as pq
 import pytest
 
 from caviar.errors import RunDirError
+from caviar.results import (
+    TrialRecord,
+    build_tables,
+    dedupe,
+    leaderboard,
+    load_trials,
+    trial_status,
+    write_parquet,
+)
 from caviar.session import FINAL
 from caviar.storage import Location
-from caviar.results import (
-    TrialRecord, build_tables, dedupe, leaderboard, load_trials, trial_status, write_parquet,
-)
 
 
 def hist(*values, **extra):
-    return [{"epoch": i + 1, "acc": v, "trial_id": "x", "done": False, **extra} for i, v in enumerate(values)]
+    return [
+        {"epoch": i + 1, "acc": v, "trial_id": "x", "done": False, **extra}
+        for i, v in enumerate(values)
+    ]
 
 
 RECORDS = [
     TrialRecord("a", {"lr": 0.1, "opt": "sgd"}, hist(0.5, 0.7, 0.6)),
     TrialRecord("b", {"lr": 0.01, "opt": "adamw"}, hist(0.4), stopped_by_asha=True),
-    TrialRecord("c", {"lr": 1.0, "opt": "sgd"}, hist(0.3) + [{"epoch": 2, "acc": float("nan"), "diverged": True}]),
-    TrialRecord("d", {"lr": 0.2, "opt": "sgd"}, [], error="Traceback...\nValueError: boom", round=1),
+    TrialRecord(
+        "c",
+        {"lr": 1.0, "opt": "sgd"},
+        hist(0.3) + [{"epoch": 2, "acc": float("nan"), "diverged": True}],
+    ),
+    TrialRecord(
+        "d", {"lr": 0.2, "opt": "sgd"}, [], error="Traceback...\nValueError: boom", round=1
+    ),
 ]
 
 

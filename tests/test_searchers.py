@@ -7,8 +7,8 @@ import re
 import numpy as np
 import pytest
 
-from caviar.searchers import SEARCHERS, Outcome, searcher_class
 from caviar.errors import SpecError
+from caviar.searchers import SEARCHERS, Outcome, searcher_class
 from caviar.searchers.coarse_to_fine import CoarseToFineOptions, CoarseToFineSearcher, rank_key
 from caviar.searchers.grid import GridOptions, GridSearcher, grid
 from caviar.searchers.tpe import TPEOptions
@@ -77,13 +77,20 @@ def in_domain(domain, value):
 
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
 def test_every_searched_parameter_reaches_every_config_inside_its_domain(name):
-    space = parse_spec({**QUICK_SPEC, "space": {
-        "lr": {"loguniform": [1e-5, 1e-1]},
-        "beta": {"one_minus_loguniform": [0.9, 0.999]},
-        "width": {"lograndint": [8, 512]},
-        "drop": {"quniform": [0.0, 0.5, 0.1]},
-        "act": {"choice": ["relu", "gelu", ["nested", "list"]]},
-    }, "train": {"function": "m:f", "max_epochs": 3}, "metric": "acc"}).trial_space()
+    space = parse_spec(
+        {
+            **QUICK_SPEC,
+            "space": {
+                "lr": {"loguniform": [1e-5, 1e-1]},
+                "beta": {"one_minus_loguniform": [0.9, 0.999]},
+                "width": {"lograndint": [8, 512]},
+                "drop": {"quniform": [0.0, 0.5, 0.1]},
+                "act": {"choice": ["relu", "gelu", ["nested", "list"]]},
+            },
+            "train": {"function": "m:f", "max_epochs": 3},
+            "metric": "acc",
+        }
+    ).trial_space()
     searcher = searcher_class(name)(space, "acc", "max", 40, seed=1, options=OPTIONS.get(name))
     for i in range(40):
         config = searcher.suggest(str(i))
@@ -109,7 +116,9 @@ def test_grid_covers_choices_in_order_and_repeats():
     configs = [searcher.suggest(str(i)) for i in range(12)]
     assert len({tuple(c.values()) for c in configs}) == 6
     assert configs[:6] == configs[6:]
-    assert GridSearcher.summary(space, GridOptions(), 12).startswith("the grid has 6 configurations")
+    assert GridSearcher.summary(space, GridOptions(), 12).startswith(
+        "the grid has 6 configurations"
+    )
 
 
 def test_grid_points_on_each_domains_scale():
@@ -132,10 +141,13 @@ def quadratic(config):
     return -((math.log10(config["lr"]) + 3) ** 2) - (math.log10(1 - config["momentum"]) + 2) ** 2
 
 
-C2F_SPACE = Space.from_dict({
-    "lr": Float(1e-6, 1.0, "log"), "momentum": Float(0.5, 0.9999, "one_minus_log"),
-    "opt": Choice(("sgd", "adam")),
-})
+C2F_SPACE = Space.from_dict(
+    {
+        "lr": Float(1e-6, 1.0, "log"),
+        "momentum": Float(0.5, 0.9999, "one_minus_log"),
+        "opt": Choice(("sgd", "adam")),
+    }
+)
 
 
 def run_c2f(options, n=60, objective=quadratic, space=C2F_SPACE):
@@ -155,8 +167,10 @@ def test_coarse_to_fine_narrows_around_the_best_each_round(inner):
     regions = searcher.regions()
     assert [r["round"] for r in regions] == [0, 1, 2]
     assert [searcher.round_of(str(i)) for i in (0, 19, 20, 39, 40, 59)] == [0, 0, 1, 1, 2, 2]
-    widths = [math.log10(r["space"]["lr"]["loguniform"][1] / r["space"]["lr"]["loguniform"][0])
-              for r in regions]
+    widths = [
+        math.log10(r["space"]["lr"]["loguniform"][1] / r["space"]["lr"]["loguniform"][0])
+        for r in regions
+    ]
     assert widths[0] == pytest.approx(6) and widths[2] < widths[1] < widths[0]
     assert regions[-1]["space"]["opt"] == {"value": "adam"}
     # The last region holds the best configuration of the round before it.
@@ -198,14 +212,38 @@ def test_coarse_to_fine_waits_for_the_round_to_end():
     "searcher, message",
     [
         ({"name": "tpe", "n_startup": "many"}, r"searcher.n_startup: expected a valid integer"),
-        ({"name": "coarse_to_fine", "rounds": 0}, r"searcher.rounds: expected greater than or equal to 1, found 0"),
-        ({"name": "coarse_to_fine", "top_fraction": 1.5}, r"searcher.top_fraction: expected less than or equal to 1, found 1.5"),
-        ({"name": "coarse_to_fine", "top_fraction": 0}, r"searcher.top_fraction: expected greater than 0"),
-        ({"name": "coarse_to_fine", "inner": "grid"}, r"searcher.inner: expected 'random' or 'tpe', found 'grid'"),
-        ({"name": "coarse_to_fine", "round": 2}, r"searcher.round: unknown option for searcher 'coarse_to_fine'; did you mean 'rounds'\?"),
-        ({"name": "grid"}, r"space.lr: grid search needs values for a Float domain; write it as \{choice: \[...\]\} or set searcher.points"),
-        ({"name": "grid", "points": 2}, r"budget.num_samples: the grid has 8 configurations, so num_samples must be a multiple of 8, found 7"),
-        ({"name": "nope"}, r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, or 'module:Class'\)"),
+        (
+            {"name": "coarse_to_fine", "rounds": 0},
+            r"searcher.rounds: expected greater than or equal to 1, found 0",
+        ),
+        (
+            {"name": "coarse_to_fine", "top_fraction": 1.5},
+            r"searcher.top_fraction: expected less than or equal to 1, found 1.5",
+        ),
+        (
+            {"name": "coarse_to_fine", "top_fraction": 0},
+            r"searcher.top_fraction: expected greater than 0",
+        ),
+        (
+            {"name": "coarse_to_fine", "inner": "grid"},
+            r"searcher.inner: expected 'random' or 'tpe', found 'grid'",
+        ),
+        (
+            {"name": "coarse_to_fine", "round": 2},
+            r"searcher.round: unknown option for searcher 'coarse_to_fine'; did you mean 'rounds'\?",
+        ),
+        (
+            {"name": "grid"},
+            r"space.lr: grid search needs values for a Float domain; write it as \{choice: \[...\]\} or set searcher.points",
+        ),
+        (
+            {"name": "grid", "points": 2},
+            r"budget.num_samples: the grid has 8 configurations, so num_samples must be a multiple of 8, found 7",
+        ),
+        (
+            {"name": "nope"},
+            r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, or 'module:Class'\)",
+        ),
     ],
 )
 def test_bad_searcher_specs(searcher, message):

@@ -27,7 +27,9 @@ def test_one_shot_objective_returns_its_metrics():
 
 
 def test_epoch_is_required_and_integer():
-    with pytest.raises(session.ReportError, match="metrics need an integer 'epoch' >= 0, found None"):
+    with pytest.raises(
+        session.ReportError, match="metrics need an integer 'epoch' >= 0, found None"
+    ):
         run(lambda c: caviar.report({"score": 1.0}))
     with pytest.raises(session.ReportError, match="found 1.5"):
         run(lambda c: caviar.report({"epoch": 1.5, "score": 1.0}))
@@ -35,7 +37,10 @@ def test_epoch_is_required_and_integer():
 
 
 def test_missing_metric_names_the_fix():
-    with pytest.raises(session.ReportError, match=r"the sweep's metric 'score' is missing from the reported keys \['acc', 'epoch'\]"):
+    with pytest.raises(
+        session.ReportError,
+        match=r"the sweep's metric 'score' is missing from the reported keys \['acc', 'epoch'\]",
+    ):
         run(lambda c: caviar.report({"epoch": 1, "acc": 1.0}))
 
 

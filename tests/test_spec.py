@@ -7,7 +7,7 @@ import pytest
 
 from caviar.errors import SpecError
 from caviar.space import Float, Int
-from caviar.spec import load_spec, parse_spec, spec_to_dict
+from caviar.spec import load_spec, parse_spec, read_yaml, spec_to_dict
 from tests.conftest import QUICK_SPEC
 
 
@@ -31,8 +31,8 @@ def test_quickstart_example_is_valid():
 
 
 def test_exponent_without_dot_is_a_number(write_spec):
-    path = write_spec(text=open("examples/quickstart.yaml").read().replace("3e-2", "3e-2 "))
-    assert dict(load_spec(path).space)["weight_decay"] == Float(1e-6, 1e-1, "log")
+    path = write_spec(text="a: 1e-4\nb: -2E+3\nc: 1.5e-2\nd: 10\ne: 1e\nf: .5\n")
+    assert read_yaml(path) == {"a": 1e-4, "b": -2000.0, "c": 0.015, "d": 10, "e": "1e", "f": 0.5}
 
 
 def test_spec_round_trips_through_its_dict():
@@ -59,29 +59,77 @@ def test_yaml_syntax_error_names_the_line(write_spec):
             r"scheduler.grace: unknown key; did you mean 'grace_period'\? \(valid keys: name, ",
         ),
         ({"budgett": {}}, r"budgett: unknown key; did you mean 'budget'\?"),
-        ({"budget": {"num_samples": 0}}, r"budget.num_samples: expected greater than or equal to 1, found 0"),
-        ({"budget": {"num_samples": "many"}}, r"budget.num_samples: expected a valid integer.*found 'many'"),
+        (
+            {"budget": {"num_samples": 0}},
+            r"budget.num_samples: expected greater than or equal to 1, found 0",
+        ),
+        (
+            {"budget": {"num_samples": "many"}},
+            r"budget.num_samples: expected a valid integer.*found 'many'",
+        ),
         ({"mode": "maximize"}, r"mode: expected 'min' or 'max', found 'maximize'"),
         ({"space": {"lr": {"uniform": [1, 0]}}}, r"space.lr: uniform needs low < high"),
-        ({"space": {"lr": {"loguniform": [0, 1]}}}, r"space.lr: loguniform is on a log scale and needs low > 0"),
+        (
+            {"space": {"lr": {"loguniform": [0, 1]}}},
+            r"space.lr: loguniform is on a log scale and needs low > 0",
+        ),
         ({"space": {"bs": {"choice": []}}}, r"space.bs: choice needs a non-empty list"),
         (
             {"metric": "val_accuracy"},
             r"metric: the built-in train function does not report 'val_accuracy'; did you mean 'val_acc'\?",
         ),
-        ({"space": {"learning_rate": 0.1}}, r"space.learning_rate: the built-in train function has no hyperparameter"),
-        ({"searcher": {"name": "randon"}}, r"searcher.name: unknown searcher 'randon'; did you mean 'random'\?"),
-        ({"train": {"task": "cifar", "max_epochs": 3}}, r"train.task: unknown task 'cifar' \(expected one of mnist1d, digits, synthetic, file\)"),
-        ({"train": {"function": "not a path", "max_epochs": 3}}, r"train.function: expected \"module:function\""),
-        ({"name": "a/b"}, r"name: expected letters, digits, '_', '.' or '-' \(it names the run directory\), found 'a/b'"),
-        ({"scheduler": {"grace_period": 10}}, r"scheduler.grace_period: must be <= train.max_epochs \(4\), found 10"),
+        (
+            {"space": {"learning_rate": 0.1}},
+            r"space.learning_rate: the built-in train function has no hyperparameter",
+        ),
+        (
+            {"searcher": {"name": "randon"}},
+            r"searcher.name: unknown searcher 'randon'; did you mean 'random'\?",
+        ),
+        (
+            {"train": {"task": "cifar", "max_epochs": 3}},
+            r"train.task: unknown task 'cifar' \(expected one of mnist1d, digits, synthetic, file\)",
+        ),
+        (
+            {"train": {"function": "not a path", "max_epochs": 3}},
+            r"train.function: expected \"module:function\"",
+        ),
+        (
+            {"name": "a/b"},
+            r"name: expected letters, digits, '_', '.' or '-' \(it names the run directory\), found 'a/b'",
+        ),
+        (
+            {"scheduler": {"grace_period": 10}},
+            r"scheduler.grace_period: must be <= train.max_epochs \(4\), found 10",
+        ),
         ({"space": {"lr": 0.1, "max_epochs": 3}}, r"space.max_epochs: set it as train.max_epochs"),
-        ({"train": {"task": "digits", "model": "resnet"}}, r"train.model: unknown model 'resnet' \(expected one of mlp, cnn\)"),
-        ({"space": {"optimizer": {"choice": ["sgd", "adamm"]}}, "train": {"task": "digits", "max_epochs": 4}}, r"space.optimizer: unknown optimizer 'adamm'; did you mean 'adam'\? \(expected one of sgd, adam, adamw\)"),
-        ({"train": {"task": "digits", "fixed": {"schedule": "linear"}}}, r"train.fixed.schedule: unknown schedule 'linear' \(expected one of constant, step, cosine, plateau, onecycle\)"),
-        ({"space": {"batch_size": {"choice": [64, 4096]}}}, r"space.batch_size: expected batch_size >= 1 and <= 1150 \(the training split's size\), found 4096"),
-        ({"space": {"dropout": {"uniform": [0.0, 1.0]}}}, r"space.dropout: expected dropout >= 0 and < 1, found 1.0"),
-        ({"metric": "test_acc"}, r"metric: test_acc scores the test split, which must never pick trials"),
+        (
+            {"train": {"task": "digits", "model": "resnet"}},
+            r"train.model: unknown model 'resnet' \(expected one of mlp, cnn\)",
+        ),
+        (
+            {
+                "space": {"optimizer": {"choice": ["sgd", "adamm"]}},
+                "train": {"task": "digits", "max_epochs": 4},
+            },
+            r"space.optimizer: unknown optimizer 'adamm'; did you mean 'adam'\? \(expected one of sgd, adam, adamw\)",
+        ),
+        (
+            {"train": {"task": "digits", "fixed": {"schedule": "linear"}}},
+            r"train.fixed.schedule: unknown schedule 'linear' \(expected one of constant, step, cosine, plateau, onecycle\)",
+        ),
+        (
+            {"space": {"batch_size": {"choice": [64, 4096]}}},
+            r"space.batch_size: expected batch_size >= 1 and <= 1150 \(the training split's size\), found 4096",
+        ),
+        (
+            {"space": {"dropout": {"uniform": [0.0, 1.0]}}},
+            r"space.dropout: expected dropout >= 0 and < 1, found 1.0",
+        ),
+        (
+            {"metric": "test_acc"},
+            r"metric: test_acc scores the test split, which must never pick trials",
+        ),
         ({"train": {"task": "file", "max_epochs": 2}}, r"train.data: task 'file' needs train.data"),
     ],
 )
@@ -108,11 +156,28 @@ def test_missing_required_keys():
 @pytest.mark.parametrize(
     "arrays, message",
     [
-        ({"x": np.zeros((100, 5)), "y": np.zeros(99, dtype=int)}, r"'y' must be one label per example, shape \(100,\), found \(99,\)"),
-        ({"x": np.zeros(100), "y": np.zeros(100, dtype=int)}, r"'x' must be \(examples, features...\) with at least 10 examples, found shape \(100,\)"),
-        ({"x": np.zeros((100, 5)), "y": np.zeros(100)}, r"'y' must hold integer class labels 0..K-1, found float64"),
+        (
+            {"x": np.zeros((100, 5)), "y": np.zeros(99, dtype=int)},
+            r"'y' must be one label per example, shape \(100,\), found \(99,\)",
+        ),
+        (
+            {"x": np.zeros(100), "y": np.zeros(100, dtype=int)},
+            r"'x' must be \(examples, features...\) with at least 10 examples, found shape \(100,\)",
+        ),
+        (
+            {"x": np.zeros((100, 5)), "y": np.zeros(100)},
+            r"'y' must hold integer class labels 0..K-1, found float64",
+        ),
         ({"features": np.zeros((100, 5))}, r"needs arrays 'x' and 'y', found \['features'\]"),
-        ({"x": np.zeros((100, 5)), "y": np.zeros(100, dtype=int), "x_test": np.zeros((10, 4)), "y_test": np.zeros(10, dtype=int)}, r"x_test examples have shape \(4,\) but x examples have \(5,\)"),
+        (
+            {
+                "x": np.zeros((100, 5)),
+                "y": np.zeros(100, dtype=int),
+                "x_test": np.zeros((10, 4)),
+                "y_test": np.zeros(10, dtype=int),
+            },
+            r"x_test examples have shape \(4,\) but x examples have \(5,\)",
+        ),
     ],
 )
 def test_data_file_with_wrong_shapes(tmp_path, arrays, message):
@@ -126,10 +191,28 @@ def test_data_file_with_wrong_shapes(tmp_path, arrays, message):
 def test_data_file_parquet_needs_its_label_column(tmp_path):
     import pandas as pd
 
-    pd.DataFrame({"a": range(20), "b": range(20), "target": [0, 1] * 10}).to_parquet(tmp_path / "d.parquet")
-    found = problems(train={"task": "file", "data": str(tmp_path / "d.parquet"), "max_epochs": 2}, space={"lr": 0.1})
-    assert found == [f"train.data: {tmp_path / 'd.parquet'} has no label column 'label' (columns: a, b, target); set train.label"]
-    spec = parse_spec({**QUICK_SPEC, "train": {"task": "file", "data": str(tmp_path / "d.parquet"), "label": "target", "max_epochs": 2}, "space": {"lr": 0.1, "batch_size": 8}})
+    pd.DataFrame({"a": range(20), "b": range(20), "target": [0, 1] * 10}).to_parquet(
+        tmp_path / "d.parquet"
+    )
+    found = problems(
+        train={"task": "file", "data": str(tmp_path / "d.parquet"), "max_epochs": 2},
+        space={"lr": 0.1},
+    )
+    assert found == [
+        f"train.data: {tmp_path / 'd.parquet'} has no label column 'label' (columns: a, b, target); set train.label"
+    ]
+    spec = parse_spec(
+        {
+            **QUICK_SPEC,
+            "train": {
+                "task": "file",
+                "data": str(tmp_path / "d.parquet"),
+                "label": "target",
+                "max_epochs": 2,
+            },
+            "space": {"lr": 0.1, "batch_size": 8},
+        }
+    )
     assert spec.train.label == "target"
 
 
@@ -163,8 +246,13 @@ def test_cli_validate_ok(write_spec):
 
 
 def test_cli_unimportable_user_function_exits_2_before_ray(write_spec, tmp_path):
-    path = write_spec({"train": {"function": "nosuchmodule:train", "max_epochs": 2},
-                       "space": {"x": {"uniform": [0, 1]}}, "metric": "score"})
+    path = write_spec(
+        {
+            "train": {"function": "nosuchmodule:train", "max_epochs": 2},
+            "space": {"x": {"uniform": [0, 1]}},
+            "metric": "score",
+        }
+    )
     out = run_cli("run", str(path), "--storage", str(tmp_path / "runs"), cwd=tmp_path)
     assert out.returncode == 2
     assert "train.function: cannot import 'nosuchmodule:train' (ModuleNotFoundError" in out.stderr

@@ -20,12 +20,15 @@ def caviar(*args, cwd):
 
 
 def run_sweep(spec_path, tmp_path, private_ray_tmp):
-    stdout = caviar("run", str(spec_path), "--storage", str(tmp_path / "runs"), "--name", "r",
-                    cwd=tmp_path)
+    stdout = caviar(
+        "run", str(spec_path), "--storage", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path
+    )
     run_dir = tmp_path / "runs" / "r"
     assert stdout.strip().splitlines()[-1] == str(run_dir)
-    return run_dir, pd.read_parquet(run_dir / "trials.parquet"), pd.read_parquet(
-        run_dir / "history.parquet"
+    return (
+        run_dir,
+        pd.read_parquet(run_dir / "trials.parquet"),
+        pd.read_parquet(run_dir / "history.parquet"),
     )
 
 
@@ -37,15 +40,23 @@ def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
     assert (trials["stopped_by_asha"] == (trials["status"] == "early_stopped")).all()
     assert set(trials.loc[trials["status"] == "completed", "epochs"]) == {4}
     assert (trials.loc[trials["status"] == "early_stopped", "epochs"] < 4).all()
-    for col in ("round", "param_lr", "param_hidden", "param_batch_size", "param_optimizer",
-                "val_acc", "best_val_acc", "node_id"):
+    for col in (
+        "round",
+        "param_lr",
+        "param_hidden",
+        "param_batch_size",
+        "param_optimizer",
+        "val_acc",
+        "best_val_acc",
+        "node_id",
+    ):
         assert trials[col].notna().all(), col
     assert trials["param_lr"].between(1e-4, 1e-1).all()
     # history: one row per (trial, epoch), every epoch a trial trained.
     assert not history.duplicated(["trial_id", "epoch"]).any()
     assert len(history) == trials["epochs"].sum()
     assert history.groupby("trial_id")["epoch"].max().to_dict() == dict(
-        zip(trials["trial_id"], trials["epochs"])
+        zip(trials["trial_id"], trials["epochs"], strict=True)
     )
     assert (run_dir / "spec.yaml").exists() and (run_dir / "ray").is_dir()
     board = json.loads(caviar("results", str(run_dir), "--json", "--top", "3", cwd=tmp_path))
@@ -56,12 +67,14 @@ def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
 def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, private_ray_tmp):
     # Every trial has the same config, so with actor reuse every trial must give the same
     # numbers: seeds, model and optimizer are rebuilt per trial.
-    spec = write_spec({
-        "space": {"lr": 0.01, "hidden": 32, "dropout": 0.1},
-        "scheduler": {"name": "fifo"},
-        "budget": {"num_samples": 4, "max_concurrent": 2},
-        "train": {"task": "digits", "max_epochs": 2},
-    })
+    spec = write_spec(
+        {
+            "space": {"lr": 0.01, "hidden": 32, "dropout": 0.1},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 4, "max_concurrent": 2},
+            "train": {"task": "digits", "max_epochs": 2},
+        }
+    )
     _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
     assert list(trials["status"]) == ["completed"] * 4
     per_trial = history.pivot(index="trial_id", columns="epoch", values="val_loss")
@@ -69,7 +82,8 @@ def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, privat
 
 
 def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
-    (tmp_path / "objective.py").write_text(textwrap.dedent("""
+    (tmp_path / "objective.py").write_text(
+        textwrap.dedent("""
         import math
         import caviar
 
@@ -80,17 +94,22 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
                     raise ValueError(f"bad x {x}")
                 score = math.nan if (x < 0.5 and epoch == 2) else x * epoch
                 caviar.report({"epoch": epoch, "score": score}, checkpoint={"epoch": epoch})
-    """))
-    spec = write_spec({
-        "metric": "score",
-        "train": {"function": "objective:train", "max_epochs": 3},
-        "space": {"x": {"uniform": [0, 1]}},
-        "scheduler": {"name": "fifo"},
-        "budget": {"num_samples": 12},
-    })
+    """)
+    )
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "objective:train", "max_epochs": 3},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 12},
+        }
+    )
     _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
     x = trials["param_x"]
-    expected = pd.Series("completed", index=trials.index).mask(x < 0.5, "diverged").mask(x < 0.25, "error")
+    expected = (
+        pd.Series("completed", index=trials.index).mask(x < 0.5, "diverged").mask(x < 0.25, "error")
+    )
     assert (trials["status"] == expected).all(), trials[["param_x", "status"]]
     assert {"error", "diverged", "completed"} <= set(trials["status"])
     errors = trials.loc[trials["status"] == "error", "error"]
@@ -100,11 +119,18 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
 
 
 def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path, private_ray_tmp):
-    spec = write_spec({
-        "searcher": {"name": "coarse_to_fine", "rounds": 2, "inner": "tpe", "top_fraction": 0.5},
-        "budget": {"num_samples": 8, "max_concurrent": 2},
-        "train": {"task": "digits", "max_epochs": 3, "fixed": {"optimizer": "adamw"}},
-    })
+    spec = write_spec(
+        {
+            "searcher": {
+                "name": "coarse_to_fine",
+                "rounds": 2,
+                "inner": "tpe",
+                "top_fraction": 0.5,
+            },
+            "budget": {"num_samples": 8, "max_concurrent": 2},
+            "train": {"task": "digits", "max_epochs": 3, "fixed": {"optimizer": "adamw"}},
+        }
+    )
     run_dir, trials, _ = run_sweep(spec, tmp_path, private_ray_tmp)
     assert sorted(trials["round"]) == [0] * 4 + [1] * 4
     for col in ("param_lr", "param_hidden", "param_batch_size"):
@@ -118,22 +144,44 @@ def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path,
     assert round1["param_lr"].between(lr.loc[1, "low"], lr.loc[1, "high"]).all()
 
 
-def test_a_function_that_does_not_report_the_metric_stops_the_sweep(write_spec, tmp_path, private_ray_tmp):
+def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
+    write_spec, tmp_path, private_ray_tmp
+):
     (tmp_path / "nometric.py").write_text(
         "import caviar\n"
         "def train(config):\n"
         "    for epoch in range(1, 4):\n"
         "        caviar.report({'epoch': epoch, 'accuracy': config['x']})\n"
     )
-    spec = write_spec({"metric": "score", "train": {"function": "nometric:train", "max_epochs": 3},
-                       "space": {"x": {"uniform": [0, 1]}}, "budget": {"num_samples": 40}})
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "nometric:train", "max_epochs": 3},
+            "space": {"x": {"uniform": [0, 1]}},
+            "budget": {"num_samples": 40},
+        }
+    )
     out = subprocess.run(
-        [sys.executable, "-m", "caviar.cli", "run", str(spec), "--storage", str(tmp_path / "runs"),
-         "--name", "r"], capture_output=True, text=True, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "caviar.cli",
+            "run",
+            str(spec),
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "r",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 2
-    assert ("caviar: error: train.function: the sweep's metric 'score' is missing from the "
-            "reported keys ['accuracy', 'epoch']") in out.stderr
+    assert (
+        "caviar: error: train.function: the sweep's metric 'score' is missing from the "
+        "reported keys ['accuracy', 'epoch']"
+    ) in out.stderr
     trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
     assert 1 <= len(trials) <= 4 and "error" in set(trials["status"])
     assert set(trials["status"]) <= {"error", "early_stopped"}  # the others were stopped

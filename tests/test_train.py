@@ -42,12 +42,14 @@ def test_resume_from_checkpoint_gives_the_same_numbers(digits):
     first_half = run(digits, {**config, "max_epochs": 2})
     resumed = run(digits, config, checkpoint=first_half.get_checkpoint()).results
     assert [r["epoch"] for r in resumed] == [3, 4]
-    for a, b in zip(straight[2:], resumed):
+    for a, b in zip(straight[2:], resumed, strict=True):
         assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
 
 
 def test_huge_learning_rate_diverges(digits):
-    results = run(digits, {"max_epochs": 10, "optimizer": "sgd", "lr": 1e6, "momentum": 0.99}).results
+    results = run(
+        digits, {"max_epochs": 10, "optimizer": "sgd", "lr": 1e6, "momentum": 0.99}
+    ).results
     assert results[-1]["diverged"] is True
     assert len(results) < 10
 
@@ -114,7 +116,9 @@ def test_schedule_shapes():
     step = Schedule({**hp, "schedule": "step", "step_epochs": 3, "gamma": 0.1}, 10)
     assert [step.lr(s) for s in (0, 29, 30, 60)] == pytest.approx([1, 1, 0.1, 0.01])
     one = Schedule({**hp, "schedule": "onecycle"}, 10)
-    assert one.lr(0) == pytest.approx(0.04) and one.lr(30) == pytest.approx(1.0) and one.lr(99) < 1e-3
+    assert (
+        one.lr(0) == pytest.approx(0.04) and one.lr(30) == pytest.approx(1.0) and one.lr(99) < 1e-3
+    )
     plateau = Schedule({**hp, "schedule": "plateau", "plateau_patience": 1, "gamma": 0.5}, 10)
     for loss in (1.0, 1.0, 1.0):
         plateau.end_epoch(loss)

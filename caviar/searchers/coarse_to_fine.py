@@ -108,7 +108,10 @@ class CoarseToFineSearcher(Searcher):
         budget = self.budgets[self.round]
         options = TPEOptions(n_startup=max(1, min(20, budget // 3)))
         inner = searcher_class(self.options.inner)(
-            self._round_space(self.round), self.metric, self.mode, budget,
+            self._round_space(self.round),
+            self.metric,
+            self.mode,
+            budget,
             seed=self.seed + 7919 * self.round,
             options=options if self.options.inner == "tpe" else None,
         )
@@ -124,7 +127,9 @@ class CoarseToFineSearcher(Searcher):
         )
         box, kept = dict(self.boxes[self.round]), dict(self.kept[self.round])
         if ranked:
-            top = [c for _, c in ranked[: max(1, math.ceil(self.options.top_fraction * len(ranked)))]]
+            top = [
+                c for _, c in ranked[: max(1, math.ceil(self.options.top_fraction * len(ranked)))]
+            ]
             for name, d in self.space:
                 if isinstance(d, Choice):
                     kept[name] = tuple(v for v in d.values if any(c[name] == v for c in top))
@@ -147,8 +152,12 @@ class CoarseToFineSearcher(Searcher):
             edge = "lower" if u_best < EDGE else "upper"
             log.warning(
                 "space.%s: the best configurations of round %d sit at the %s edge of %s; %s",
-                name, self.round, edge, d.to_raw(),
-                "the next round extends past it (searcher.widen)" if o.widen
+                name,
+                self.round,
+                edge,
+                d.to_raw(),
+                "the next round extends past it (searcher.widen)"
+                if o.widen
                 else "consider widening the range, or set searcher.widen: true",
             )
         if not (o.widen and at_edge):
@@ -165,7 +174,9 @@ class CoarseToFineSearcher(Searcher):
             self.round += 1
             self.suggested = 0
             self.inner = self._make_inner()
-            log.info("coarse_to_fine: round %d searches %s", self.round, self.regions()[-1]["space"])
+            log.info(
+                "coarse_to_fine: round %d searches %s", self.round, self.regions()[-1]["space"]
+            )
         config = self.inner.suggest(trial_id)
         if config is not None:
             self.suggested += 1
@@ -189,16 +200,26 @@ class CoarseToFineSearcher(Searcher):
 
     def regions(self) -> list[dict[str, Any]]:
         return [
-            {"round": r, "space": {n: d.to_raw() for n, d in self._round_space(r)
-                                   if n in self.space.searched}}
+            {
+                "round": r,
+                "space": {
+                    n: d.to_raw() for n, d in self._round_space(r) if n in self.space.searched
+                },
+            }
             for r in range(self.round + 1)
         ]
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "round": self.round, "suggested": self.suggested, "pending": sorted(self.pending),
-            "rounds": dict(self.rounds), "done": list(self.done), "configs": dict(self.configs),
-            "boxes": list(self.boxes), "kept": list(self.kept), "inner": self.inner.state_dict(),
+            "round": self.round,
+            "suggested": self.suggested,
+            "pending": sorted(self.pending),
+            "rounds": dict(self.rounds),
+            "done": list(self.done),
+            "configs": dict(self.configs),
+            "boxes": list(self.boxes),
+            "kept": list(self.kept),
+            "inner": self.inner.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

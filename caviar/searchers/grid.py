@@ -37,7 +37,7 @@ def _values(d: Domain, points: int | None) -> list[Any]:
 def grid(space: Space, points: int | None) -> list[dict[str, Any]]:
     names = space.names
     axes = [_values(d, points) for _, d in space]
-    return [dict(zip(names, combo)) for combo in itertools.product(*axes)]
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
 class GridSearcher(Searcher):
@@ -68,7 +68,8 @@ class GridSearcher(Searcher):
     @classmethod
     def summary(cls, space: Space, options: GridOptions, num_samples: int) -> str:
         size = len(grid(space, options.points))
-        return f"the grid has {size} configurations; {num_samples} trials run each {num_samples // size} time(s)"
+        runs = num_samples // size
+        return f"the grid has {size} configurations; {num_samples} trials run each {runs} time(s)"
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
         config = self.configs[self.next % len(self.configs)]

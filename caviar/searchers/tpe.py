@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import Field
 
-
 from caviar.searchers.base import Outcome, Searcher
 from caviar.space import Choice, Fixed
 

@@ -7,8 +7,15 @@ torch, so that `caviar validate` stays fast. The function itself is `caviar.trai
 TASKS = ("mnist1d", "digits", "synthetic", "file")
 MODELS = ("mlp", "cnn")
 METRICS = (
-    "epoch", "train_loss", "val_loss", "val_acc", "lr", "epoch_seconds", "samples_per_s",
-    "best_val_acc", "test_acc",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "lr",
+    "epoch_seconds",
+    "samples_per_s",
+    "best_val_acc",
+    "test_acc",
 )
 # Training-split sizes of the built-in tasks (after the fixed validation / test hold-outs), to
 # check batch sizes at validation time.

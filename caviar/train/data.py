@@ -56,7 +56,9 @@ def load(task: str, seed: int = 0, path: str | None = None, label: str = "label"
         return split(x, y, None, None, seed, (x.shape[1],))
     if task == "file":
         if path is None:
-            raise DataError("train.data: task 'file' needs train.data, the path of a .npz or .parquet file")
+            raise DataError(
+                "train.data: task 'file' needs train.data, the path of a .npz or .parquet file"
+            )
         x, y, x_test, y_test = read_file(path, label)
         return split(x, y, x_test, y_test, seed, tuple(x.shape[1:]))
     raise DataError(f"unknown task {task!r}")
@@ -87,8 +89,14 @@ def split(
 
     labels = np.concatenate([y, y_test]).astype(np.int64)
     return Data(
-        norm(x[tr]), y[tr].astype(np.int64), norm(x[val]), y[val].astype(np.int64),
-        norm(x_test), y_test.astype(np.int64), int(labels.max() + 1), shape,
+        norm(x[tr]),
+        y[tr].astype(np.int64),
+        norm(x[val]),
+        y[val].astype(np.int64),
+        norm(x_test),
+        y_test.astype(np.int64),
+        int(labels.max() + 1),
+        shape,
     )
 
 
@@ -112,7 +120,9 @@ def read_file(path: str, label: str = "label") -> tuple:
     """(x, y, x_test or None, y_test or None) from a .npz or .parquet file, checked."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"train.data: no such file {path!r}; give the path of a .npz or .parquet file")
+        raise DataError(
+            f"train.data: no such file {path!r}; give the path of a .npz or .parquet file"
+        )
     if p.suffix == ".npz":
         with np.load(p, allow_pickle=False) as f:
             missing = {"x", "y"} - set(f.files)
@@ -140,7 +150,9 @@ def read_file(path: str, label: str = "label") -> tuple:
     _check_arrays(path, x, y, "x", "y")
     if x_test is not None or y_test is not None:
         if x_test is None or y_test is None:
-            raise DataError(f"train.data: {path} has only one of 'x_test' and 'y_test'; give both or neither")
+            raise DataError(
+                f"train.data: {path} has only one of 'x_test' and 'y_test'; give both or neither"
+            )
         _check_arrays(path, x_test, y_test, "x_test", "y_test")
         if x_test.shape[1:] != x.shape[1:]:
             raise DataError(

@@ -50,8 +50,9 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
     def tensor(a: Any) -> torch.Tensor:
         return torch.as_tensor(a).to(device)
 
-    x_tr, y_tr, x_val, y_val, x_te, y_te = map(tensor, (
-        data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test))
+    x_tr, y_tr, x_val, y_val, x_te, y_te = map(
+        tensor, (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
+    )
     net = models.build(model, data.shape, data.num_classes, hp).to(device)
     steps_per_epoch = math.ceil(len(x_tr) / (bs * accumulate))
     schedule = Schedule(hp, steps_per_epoch)
@@ -65,7 +66,11 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
         shuffle.set_state(ckpt["shuffle_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
         start, best_acc, test_acc, bad_epochs = (
-            ckpt["epoch"], ckpt["best_val_acc"], ckpt["test_acc"], ckpt["bad_epochs"])
+            ckpt["epoch"],
+            ckpt["best_val_acc"],
+            ckpt["test_acc"],
+            ckpt["bad_epochs"],
+        )
 
     smoothing, alpha = float(hp["label_smoothing"]), float(hp["mixup_alpha"])
     clip_norm, clip_value = float(hp["clip_norm"]), float(hp["clip_value"])
@@ -86,7 +91,8 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
                     perm = torch.randperm(len(idx), device=device)
                     out = net(lam * xb + (1 - lam) * xb[perm])
                     loss = lam * F.cross_entropy(out, yb, label_smoothing=smoothing) + (
-                        1 - lam) * F.cross_entropy(out, yb[perm], label_smoothing=smoothing)
+                        1 - lam
+                    ) * F.cross_entropy(out, yb[perm], label_smoothing=smoothing)
             (loss / accumulate).backward()
             total.add_(loss.detach(), alpha=len(idx))
             if (i + 1) % accumulate and i + 1 < len(batches):
@@ -113,18 +119,32 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
             bad_epochs += 1
         schedule.end_epoch(val_loss)
         metrics = {
-            "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc,
-            "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - t0,
-            "samples_per_s": len(x_tr) / train_seconds, "best_val_acc": best_acc,
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": opt.param_groups[0]["lr"],
+            "epoch_seconds": time.perf_counter() - t0,
+            "samples_per_s": len(x_tr) / train_seconds,
+            "best_val_acc": best_acc,
             "test_acc": test_acc,
             "diverged": diverged,
         }
-        checkpoint = None if diverged else {
-            "epoch": epoch, "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "schedule": schedule.state_dict(),
-            "shuffle_rng": shuffle.get_state(), "torch_rng": torch.get_rng_state(),
-            "best_val_acc": best_acc, "test_acc": test_acc, "bad_epochs": bad_epochs,
-        }
+        checkpoint = (
+            None
+            if diverged
+            else {
+                "epoch": epoch,
+                "model": net.state_dict(),
+                "optimizer": opt.state_dict(),
+                "schedule": schedule.state_dict(),
+                "shuffle_rng": shuffle.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "best_val_acc": best_acc,
+                "test_acc": test_acc,
+                "bad_epochs": bad_epochs,
+            }
+        )
         session.report(metrics, checkpoint)
         if int(hp["patience"]) and bad_epochs >= int(hp["patience"]):
             return  # early stopping: no better val_acc for `patience` epochs

@@ -96,8 +96,9 @@ def plot(result: LRFind, path: str) -> None:
     ax.plot(result.lrs, result.losses)
     ax.axvline(result.suggestion, color="C3", ls="--", label=f"suggested {result.suggestion:.2g}")
     ax.axvspan(result.low, result.high, color="C2", alpha=0.15, label=result.spec_line())
-    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss",
-           title="LR range test")
+    ax.set(
+        xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="LR range test"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

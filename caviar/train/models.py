@@ -28,8 +28,10 @@ def mlp(num_features: int, num_classes: int, hp: dict[str, Any]) -> nn.Sequentia
     fan_in = num_features
     for _ in range(int(hp["depth"])):
         layers += _block(
-            nn.Linear(fan_in, width, bias=not bn), nn.BatchNorm1d(width) if bn else None,
-            hp["activation"], float(hp["dropout"]),
+            nn.Linear(fan_in, width, bias=not bn),
+            nn.BatchNorm1d(width) if bn else None,
+            hp["activation"],
+            float(hp["dropout"]),
         )
         fan_in = width
     layers.append(nn.Linear(fan_in, num_classes))
@@ -50,8 +52,10 @@ def cnn(shape: tuple[int, ...], num_classes: int, hp: dict[str, Any]) -> nn.Sequ
     c_in, size = 1, min(shape)
     for _ in range(int(hp["depth"])):
         layers += _block(
-            conv(c_in, channels, k, padding=k // 2, bias=not bn), norm(channels) if bn else None,
-            hp["activation"], 0.0,
+            conv(c_in, channels, k, padding=k // 2, bias=not bn),
+            norm(channels) if bn else None,
+            hp["activation"],
+            0.0,
         )
         if hp["pool"] != "none" and size > 4:
             layers.append(pools[hp["pool"]](2))
@@ -89,4 +93,3 @@ def build(name: str, shape: tuple[int, ...], num_classes: int, hp: dict[str, Any
         raise ValueError(f"unknown model {name!r}")
     initialize(model, hp["init"], hp["activation"])
     return model
-

@@ -16,14 +16,21 @@ def make_optimizer(params: Any, hp: dict[str, Any], lr: float) -> torch.optim.Op
     fused = {"fused": True} if torch.cuda.is_available() else {}
     if hp["optimizer"] == "sgd":
         return torch.optim.SGD(
-            params, lr=lr, momentum=float(hp["momentum"]), nesterov=bool(hp["nesterov"]),
+            params,
+            lr=lr,
+            momentum=float(hp["momentum"]),
+            nesterov=bool(hp["nesterov"]),
             weight_decay=float(hp["weight_decay"]),
         )
     if hp["optimizer"] in ("adam", "adamw"):
         cls = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
         return cls(
-            params, lr=lr, betas=(float(hp["beta1"]), float(hp["beta2"])), eps=float(hp["eps"]),
-            weight_decay=float(hp["weight_decay"]), **fused,
+            params,
+            lr=lr,
+            betas=(float(hp["beta1"]), float(hp["beta2"])),
+            eps=float(hp["eps"]),
+            weight_decay=float(hp["weight_decay"]),
+            **fused,
         )
     raise ValueError(f"unknown optimizer {hp['optimizer']!r}")
 
@@ -77,7 +84,11 @@ class Schedule:
         return {"factor": self.factor, "best": self.best, "bad_epochs": self.bad_epochs}
 
     def load_state_dict(self, state: dict[str, float]) -> None:
-        self.factor, self.best, self.bad_epochs = state["factor"], state["best"], int(state["bad_epochs"])
+        self.factor, self.best, self.bad_epochs = (
+            state["factor"],
+            state["best"],
+            int(state["bad_epochs"]),
+        )
 
 
 def _one_cycle(step: int, total: int, pct: float = 0.3) -> float:
