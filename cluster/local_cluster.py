@@ -317,7 +317,10 @@ class LocalCluster:
         try:
             r = subprocess.run(
                 [sys.executable, "-c", script, self.address, str(n), str(timeout)],
-                env=self.client_env(), capture_output=True, text=True, timeout=timeout + 60,
+                env=self.client_env(),
+                capture_output=True,
+                text=True,
+                timeout=timeout + 60,
             )
         except subprocess.TimeoutExpired:
             raise ClusterError(f"no answer from the cluster at {self.address} in time") from None
@@ -327,7 +330,7 @@ class LocalCluster:
                 f"could not list the nodes of {self.address} (exit {r.returncode}):\n"
                 f"{r.stderr[-3000:]}"
             )
-        alive = json.loads(lines[-1][len("NODES="):])
+        alive = json.loads(lines[-1][len("NODES=") :])
         if len(alive) < n:
             self._check_alive()
             raise ClusterError(
@@ -402,22 +405,36 @@ class LocalCluster:
         log = self.root / "logs" / f"{role}.out"
         agent_http, agent_grpc, runtime_env, metrics = free_ports(4)
         cmd = [
-            *_ray_cmd(), "start", "--block", "--disable-usage-stats",
-            "--temp-dir", str(node_dir),
-            "--object-store-memory", str(self.object_store_mb * 2**20),
+            *_ray_cmd(),
+            "start",
+            "--block",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(node_dir),
+            "--object-store-memory",
+            str(self.object_store_mb * 2**20),
             # Ray's fixed default 52365 would collide between nodes; the rest are pinned too so
             # our own nodes, started back to back, never pick the same one.
-            "--dashboard-agent-listen-port", str(agent_http),
-            "--dashboard-agent-grpc-port", str(agent_grpc),
-            "--runtime-env-agent-port", str(runtime_env),
-            "--metrics-export-port", str(metrics),
+            "--dashboard-agent-listen-port",
+            str(agent_http),
+            "--dashboard-agent-grpc-port",
+            str(agent_grpc),
+            "--runtime-env-agent-port",
+            str(runtime_env),
+            "--metrics-export-port",
+            str(metrics),
             *args,
         ]
         env = {**client_env(self.env), MARKER_VAR: str(self.root)}
         with open(log, "w") as out:
             p = subprocess.Popen(
-                cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.root,
+                cmd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=self.root,
             )
         st = _stat(p.pid)
         node = NodeProc(role, p.pid, st[2] if st else 0, str(log))
@@ -430,12 +447,21 @@ class LocalCluster:
         assert self.root is not None
         self._gcs_port, self._dashboard_port = free_ports(2)
         self.dashboard_url = f"http://127.0.0.1:{self._dashboard_port}"
-        self._spawn("head", [
-            "--head", "--port", str(self._gcs_port), "--num-cpus", str(self.head_cpus),
-            *(["--include-dashboard", "true"] if self.has_jobs_api else []),
-            "--dashboard-host", "127.0.0.1",
-            "--dashboard-port", str(self._dashboard_port),
-        ])
+        self._spawn(
+            "head",
+            [
+                "--head",
+                "--port",
+                str(self._gcs_port),
+                "--num-cpus",
+                str(self.head_cpus),
+                *(["--include-dashboard", "true"] if self.has_jobs_api else []),
+                "--dashboard-host",
+                "127.0.0.1",
+                "--dashboard-port",
+                str(self._dashboard_port),
+            ],
+        )
         # Workers may join as soon as the GCS listens; they wait for the rest of the head.
         self._wait_for(lambda: _listening(self._gcs_port), "the head's GCS to listen")
         self.address = f"127.0.0.1:{self._gcs_port}"
@@ -455,14 +481,22 @@ class LocalCluster:
         while not ready():
             self._check_alive()
             if time.monotonic() > deadline:
-                raise ClusterError(f"timed out after {self.startup_timeout:g}s waiting for {what}; "
-                                   f"logs in {self.root}/logs")
+                raise ClusterError(
+                    f"timed out after {self.startup_timeout:g}s waiting for {what}; "
+                    f"logs in {self.root}/logs"
+                )
             time.sleep(0.2)
 
     def _start_worker(self, i: int) -> None:
-        self._spawn(f"worker-{i}", [
-            "--address", self.address, "--num-cpus", str(self.cpus_per_node),
-        ])
+        self._spawn(
+            f"worker-{i}",
+            [
+                "--address",
+                self.address,
+                "--num-cpus",
+                str(self.cpus_per_node),
+            ],
+        )
 
     def _check_alive(self) -> None:
         for n in self.nodes:
@@ -473,8 +507,12 @@ class LocalCluster:
     def _write_state(self) -> None:
         assert self.root is not None
         state = {
-            "address": self.address, "dashboard_url": self.dashboard_url, "env": self.env,
-            "auth": self.auth, "root": str(self.root), "keep_temp_dir": self.keep_temp_dir,
+            "address": self.address,
+            "dashboard_url": self.dashboard_url,
+            "env": self.env,
+            "auth": self.auth,
+            "root": str(self.root),
+            "keep_temp_dir": self.keep_temp_dir,
             "nodes": [asdict(n) for n in self.nodes],
         }
         tmp = self.root / (STATE_FILE + ".tmp")
@@ -520,8 +558,11 @@ def main(argv: list[str] | None = None) -> int:
     stop = sub.add_parser("stop", help="stop the nodes and remove what start wrote")
     stop.add_argument("--keep-logs", action="store_true", help="keep the temp dir and its logs")
     for p in (start, stop, sub.add_parser("status"), sub.add_parser("env")):
-        p.add_argument("--temp-dir", default=str(_default_root()),
-                       help="the cluster's directory (default %(default)s)")
+        p.add_argument(
+            "--temp-dir",
+            default=str(_default_root()),
+            help="the cluster's directory (default %(default)s)",
+        )
     args = parser.parse_args(argv)
     root = Path(args.temp_dir)
 
@@ -529,19 +570,31 @@ def main(argv: list[str] | None = None) -> int:
         if (root / STATE_FILE).exists():
             old = LocalCluster.from_state(root)
             if old.alive_pids():
-                print(f"a cluster is already running from {root} at {old.address}; "
-                      f"`stop --temp-dir {root}` it first", file=sys.stderr)
+                print(
+                    f"a cluster is already running from {root} at {old.address}; "
+                    f"`stop --temp-dir {root}` it first",
+                    file=sys.stderr,
+                )
                 return 2
-        c = LocalCluster(args.workers, args.cpus, args.head_cpus, root,
-                         object_store_mb=args.object_store_mb, auth=args.auth, stop_at_exit=False)
+        c = LocalCluster(
+            args.workers,
+            args.cpus,
+            args.head_cpus,
+            root,
+            object_store_mb=args.object_store_mb,
+            auth=args.auth,
+            stop_at_exit=False,
+        )
         t0 = time.monotonic()
         try:
             c.start()
         except ClusterError as e:
             print(f"local_cluster: {e}", file=sys.stderr)
             return 1
-        print(f"# {1 + args.workers} nodes up in {time.monotonic() - t0:.1f}s; "
-              f"dashboard {c.dashboard_url}; state {root / STATE_FILE}")
+        print(
+            f"# {1 + args.workers} nodes up in {time.monotonic() - t0:.1f}s; "
+            f"dashboard {c.dashboard_url}; state {root / STATE_FILE}"
+        )
         print("\n".join(_exports(c)))
         print(f"# caviar run SPEC --address {c.address}")
         return 0
@@ -554,9 +607,11 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(_exports(c)))
     elif args.cmd == "status":
         pids = c.alive_pids()
-        print(f"address {c.address}  dashboard {c.dashboard_url}  "
-              f"{len([n for n in c.nodes if _is_ours(n)])}/{len(c.nodes)} nodes' "
-              f"`ray start` alive, {len(pids)} processes")
+        print(
+            f"address {c.address}  dashboard {c.dashboard_url}  "
+            f"{len([n for n in c.nodes if _is_ours(n)])}/{len(c.nodes)} nodes' "
+            f"`ray start` alive, {len(pids)} processes"
+        )
     else:
         try:
             c.stop(remove_temp_dir=not args.keep_logs)
