@@ -79,23 +79,24 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
     for epoch in range(start + 1, max_epochs + 1):
         t0 = time.perf_counter()
         net.train()
-        total = torch.zeros((), device=device)
-        batches = torch.randperm(len(x_tr), generator=shuffle).to(device).split(bs)
-        for i, idx in enumerate(batches):
-            xb, yb = x_tr[idx], y_tr[idx]
+        # One gather per epoch puts the examples in shuffled order; each batch is then a view.
+        order = torch.randperm(len(x_tr), generator=shuffle).to(device)
+        xs, ys = x_tr[order].split(bs), y_tr[order].split(bs)
+        losses = []
+        for i, (xb, yb) in enumerate(zip(xs, ys, strict=True)):
             with amp():
                 if mixup is None:
                     loss = F.cross_entropy(net(xb), yb, label_smoothing=smoothing)
                 else:
                     lam = float(mixup.sample())
-                    perm = torch.randperm(len(idx), device=device)
+                    perm = torch.randperm(len(xb), device=device)
                     out = net(lam * xb + (1 - lam) * xb[perm])
                     loss = lam * F.cross_entropy(out, yb, label_smoothing=smoothing) + (
                         1 - lam
                     ) * F.cross_entropy(out, yb[perm], label_smoothing=smoothing)
-            (loss / accumulate).backward()
-            total.add_(loss.detach(), alpha=len(idx))
-            if (i + 1) % accumulate and i + 1 < len(batches):
+            (loss / accumulate if accumulate > 1 else loss).backward()
+            losses.append(loss.detach())
+            if (i + 1) % accumulate and i + 1 < len(xs):
                 continue
             if clip_norm > 0:
                 nn.utils.clip_grad_norm_(net.parameters(), clip_norm)
@@ -107,6 +108,8 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+        sizes = torch.tensor([len(b) for b in ys], device=device, dtype=torch.float32)
+        total = torch.stack(losses).float() @ sizes
         train_loss = (total / len(x_tr)).item()  # .item() waits for the device
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(net, x_val, y_val, amp)
