@@ -10,7 +10,6 @@ token in RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH) Ray's client sends the token itse
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shlex
 import shutil
@@ -65,10 +64,13 @@ def _working_dir(spec: SweepSpec) -> Iterator[Path]:
         wd = Path(d)
         raw = spec_to_dict(spec)
         if spec.train.function:
-            top = spec.train.function.split(":")[0].split(".")[0]
-            found = importlib.util.find_spec(top) if top not in sys.modules else None
-            origin = Path(found.origin) if found and found.origin else None
-            if origin and origin.is_relative_to(Path.cwd()):
+            from caviar.driver import load_function
+
+            # Imported as `caviar run` would, so a missing module fails here, before submitting.
+            load_function(spec.train.function, os.getcwd())
+            top = sys.modules[spec.train.function.split(":")[0].split(".")[0]]
+            origin = Path(top.__file__ or "").resolve()
+            if origin.is_relative_to(Path.cwd()):  # a local module; installed ones stay put
                 src = origin.parent if origin.name == "__init__.py" else origin
                 copy = shutil.copytree if src.is_dir() else shutil.copy2
                 copy(src, wd / src.name)

@@ -19,12 +19,11 @@ def caviar(*args, cwd):
     return out.stdout
 
 
-def run_sweep(spec_path, tmp_path, private_ray_tmp):
-    stdout = caviar(
-        "run", str(spec_path), "--storage", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path
-    )
+def run_sweep(spec_path, tmp_path, private_ray_tmp, storage=None):
+    storage = storage or str(tmp_path / "runs")
+    stdout = caviar("run", str(spec_path), "--storage", storage, "--name", "r", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "r"
-    assert stdout.strip().splitlines()[-1] == str(run_dir)
+    assert stdout.strip().splitlines()[-1] == f"{storage}/r"
     return (
         run_dir,
         pd.read_parquet(run_dir / "trials.parquet"),
@@ -75,7 +74,9 @@ def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, privat
             "train": {"task": "digits", "max_epochs": 2},
         }
     )
-    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    # Storage given as a URI (as s3:// or gs:// would be), through pyarrow's filesystems.
+    storage = f"file://{tmp_path}/runs"
+    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp, storage=storage)
     assert list(trials["status"]) == ["completed"] * 4
     per_trial = history.pivot(index="trial_id", columns="epoch", values="val_loss")
     assert (per_trial.nunique() == 1).all(), per_trial
