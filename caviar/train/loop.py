@@ -146,6 +146,13 @@ def train(config: dict[str, Any], *, data: Data, model: str = "mlp", threads: in
                 "best_val_acc": best_acc,
                 "test_acc": test_acc,
                 "bad_epochs": bad_epochs,
+                # What `caviar.train.models.build` needs to rebuild the network for inference.
+                "arch": {
+                    "model": model,
+                    "shape": data.shape,
+                    "num_classes": data.num_classes,
+                    "hp": hp,
+                },
             }
         )
         session.report(metrics, checkpoint)
