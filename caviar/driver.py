@@ -185,7 +185,107 @@ class _Abort:
         return AbortStopper()
 
 
-def _progress_callback(spec: SweepSpec, abort: _Abort) -> Any:
+class _Recorder:
+    """Writes trials.parquet and history.parquet from the trials' result files: after the
+    sweep, and while it runs (at most every `every_s` seconds, as trials end), so a running or
+    crashed sweep still has readable results."""
+
+    def __init__(
+        self,
+        run_dir: Location,
+        spec: SweepSpec,
+        spec_yaml: str,
+        searcher: Searcher,
+        stopped: set[str],
+        environment: dict[str, str],
+        every_s: float = 10.0,
+    ):
+        self.run_dir, self.spec, self.searcher, self.stopped = run_dir, spec, searcher, stopped
+        self.spec_yaml = spec_yaml
+        self.metadata = {"caviar.seed": str(spec.seed), **environment}
+        self.every_s, self.last = every_s, 0.0
+        s = spec.scheduler
+        self.rungs = (
+            [
+                int(s.grace_period * s.reduction_factor**k)
+                for k in range(64)
+                if s.grace_period * s.reduction_factor**k <= spec.train.max_epochs
+            ]
+            if s.name == "asha"
+            else None
+        )
+
+    def write(self, trials: Any) -> None:
+        records = []
+        for trial_id, config in trials:
+            history, error = results.read_trial_dir(self.run_dir / results.RAY_DIR / trial_id)
+            if not history and error is None and not config:
+                continue  # suggested but never started: the sweep stopped first
+            records.append(
+                results.TrialRecord(
+                    trial_id,
+                    config,
+                    history,
+                    error,
+                    self.searcher.round_of(trial_id),
+                    trial_id in self.stopped,
+                )
+            )
+        trials_df, history_df = results.build_tables(
+            records, self.spec.metric, self.spec.mode, self.spec.train.max_epochs, self.rungs
+        )
+        results.write_results(
+            self.run_dir,
+            trials_df,
+            history_df,
+            self.spec_yaml,
+            self.searcher.regions(),
+            self.metadata,
+        )
+        self.last = time.monotonic()
+
+    def maybe_write(self, trials: list) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.write((t.trial_id, t.config) for t in trials if t.status != "PENDING")
+
+
+def _environment(spec: SweepSpec) -> dict[str, str]:
+    """Versions and hardware, for the Parquet files' metadata."""
+    import importlib.metadata as md
+    import json
+    import platform
+
+    import ray
+
+    def version(package: str) -> str | None:
+        try:
+            return md.version(package)
+        except md.PackageNotFoundError:
+            return None
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    have = ray.cluster_resources()
+    cpu_model = platform.processor()
+    if Path("/proc/cpuinfo").exists():
+        names = [
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        cpu_model = names[0] if names else cpu_model
+    packages = ("caviar", "ray", "torch", "hyperopt", "pyarrow", "pandas", "numpy")
+    versions = {p: version(p) for p in packages} | {"python": platform.python_version()}
+    hardware = {
+        "nodes": len(nodes),
+        "cpus": have.get("CPU", 0),
+        "gpus": have.get("GPU", 0),
+        "driver_cpu_model": cpu_model,
+        "driver_host": platform.node(),
+    }
+    return {"caviar.versions": json.dumps(versions), "caviar.hardware": json.dumps(hardware)}
+
+
+def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> Any:
     from ray.tune import Callback
 
     total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
@@ -220,10 +320,12 @@ def _progress_callback(spec: SweepSpec, abort: _Abort) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             last = trial.last_result or {}
             self._line(trials, trial, results.trial_status(last, False, spec.train.max_epochs))
+            recorder.maybe_write(trials)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self._line(trials, trial, "error")
             abort.check(trial)
+            recorder.maybe_write(trials)
 
     return Progress()
 
@@ -322,6 +424,7 @@ def run(
         )
         stopped: set[str] = set()  # trials ASHA stopped before max_epochs
         abort = _Abort()
+        recorder = _Recorder(run_dir, spec, spec_yaml, searcher, stopped, _environment(spec))
         # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
         # The cluster's capacity is checked either way: a trial that fits no node would hang.
         capacity = _default_concurrency(spec)
@@ -347,7 +450,7 @@ def run(
                 storage_path=run_dir.uri,
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort)],
+                callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort, recorder)],
                 stop=abort.stopper(),
             ),
         )
@@ -357,26 +460,8 @@ def run(
             flush=True,
         )
         grid = tuner.fit()
-        records = []
-        for r in grid:
-            trial_id = Path(r.path).name  # trial directories are named by trial id
-            history, error = results.read_trial_dir(run_dir / results.RAY_DIR / trial_id)
-            if not history and error is None and not r.config:
-                continue  # suggested but never started: the sweep stopped first
-            records.append(
-                results.TrialRecord(
-                    trial_id,
-                    r.config,
-                    history,
-                    error,
-                    searcher.round_of(trial_id),
-                    trial_id in stopped,
-                )
-            )
-        trials, history = results.build_tables(
-            records, spec.metric, spec.mode, spec.train.max_epochs
-        )
-        results.write_results(run_dir, trials, history, spec_yaml, searcher.regions())
+        # The final tables come from the ResultGrid: every trial of the experiment, no other.
+        recorder.write((Path(r.path).name, r.config) for r in grid)
         if abort.reason:
             raise CaviarError(
                 [abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"]

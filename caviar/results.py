@@ -82,6 +82,11 @@ def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int)
     return "early_stopped"
 
 
+def _rung(last: Mapping[str, Any] | None, rungs: list[int]) -> int:
+    epochs = int(last["epoch"]) if last else 0
+    return sum(epochs >= r for r in rungs) - 1
+
+
 def _best(values: Iterable[Any], mode: str) -> float | None:
     finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
     if not finite:
@@ -96,8 +101,14 @@ def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_tables(
-    records: Iterable[TrialRecord], metric: str, mode: str, max_epochs: int
+    records: Iterable[TrialRecord],
+    metric: str,
+    mode: str,
+    max_epochs: int,
+    rungs: list[int] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The two tables. `rungs` are ASHA's milestones in epochs (None without ASHA); a trial's
+    `rung` is the index of the highest one it reached, -1 if it stopped before the first."""
     trials, history = [], []
     for rec in records:
         rows = dedupe(rec.history)
@@ -108,6 +119,7 @@ def build_tables(
             "round": rec.round,
             "epochs": int(last["epoch"]) if last else 0,
             "stopped_by_asha": rec.stopped_by_asha,
+            "rung": None if rungs is None else _rung(last, rungs),
             **{f"param_{k}": v for k, v in rec.config.items()},
             metric: last.get(metric) if last else None,
             f"best_{metric}": _best((r.get(metric) for r in rows), mode),
@@ -191,8 +203,11 @@ def write_results(
     history: pd.DataFrame,
     spec_yaml: str,
     regions: list[dict[str, Any]] | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
-    meta = {"caviar.schema_version": SCHEMA_VERSION, "caviar.spec": spec_yaml}
+    """Write the tables with the resolved spec and `metadata` (versions, hardware, seed) in
+    each file's Parquet metadata."""
+    meta = {"caviar.schema_version": SCHEMA_VERSION, "caviar.spec": spec_yaml, **(metadata or {})}
     write_parquet(history, run_dir / HISTORY_FILE, meta)
     if regions:
         write_parquet(regions_table(regions), run_dir / REGIONS_FILE, meta)
@@ -214,7 +229,19 @@ def _load(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
         raise RunDirError(
             f"{loc.uri}: no {name} here; pass the run directory that `caviar run` printed"
         )
-    return pq.read_table(path.path, filesystem=loc.fs).to_pandas()
+    table = pq.read_table(path.path, filesystem=loc.fs)
+    version = (table.schema.metadata or {}).get(b"caviar.schema_version")
+    if version is None:
+        raise RunDirError(
+            f"{path.uri}: not a caviar results file (no caviar.schema_version in its metadata); "
+            "pass a run directory that `caviar run` wrote"
+        )
+    if int(version) > int(SCHEMA_VERSION):
+        raise RunDirError(
+            f"{path.uri}: written with results schema version {version.decode()}, newer than "
+            f"this caviar's {SCHEMA_VERSION}; upgrade caviar to read it"
+        )
+    return table.to_pandas()
 
 
 def leaderboard(

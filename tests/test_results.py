@@ -128,3 +128,21 @@ def test_a_full_disk_mid_write_keeps_the_previous_file(tmp_path):
 def test_missing_results_are_a_user_error(tmp_path):
     with pytest.raises(RunDirError, match="no trials.parquet here; pass the run directory"):
         load_trials(tmp_path)
+
+
+def test_rung_is_the_highest_asha_milestone_reached():
+    trials, _ = build_tables(RECORDS, "acc", "max", 27, rungs=[1, 3, 9, 27])
+    assert list(trials["rung"]) == [1, 0, 0, -1]  # epochs 3, 1, 2, 0
+    assert build_tables(RECORDS, "acc", "max", 3)[0]["rung"].isna().all()
+
+
+def test_files_of_another_tool_or_a_newer_schema_are_refused(tmp_path):
+    import pyarrow as pa
+
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "trials.parquet")
+    with pytest.raises(RunDirError, match="not a caviar results file"):
+        load_trials(tmp_path)
+    newer = pa.table({"a": [1]}).replace_schema_metadata({b"caviar.schema_version": b"99"})
+    pq.write_table(newer, tmp_path / "trials.parquet")
+    with pytest.raises(RunDirError, match="schema version 99, newer than this caviar's 1; upgrade"):
+        load_trials(tmp_path)
