@@ -166,11 +166,13 @@ def read_trial_dir(trial_dir: Location) -> tuple[list[dict[str, Any]], str | Non
 
 
 def write_parquet(df: pd.DataFrame, path: Location, metadata: Mapping[str, str]) -> None:
-    """Write atomically: a reader sees the previous file or the new one, never a partial one."""
+    """Write atomically: a reader sees the previous file or the new one, never a partial one.
+    Every file carries caviar's schema version, which readers check."""
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = {
         **(table.schema.metadata or {}),
         **{k.encode(): v.encode() for k, v in metadata.items()},
+        b"caviar.schema_version": SCHEMA_VERSION.encode(),
     }
     sink = pa.BufferOutputStream()
     pq.write_table(table.replace_schema_metadata(meta), sink)
@@ -207,7 +209,7 @@ def write_results(
 ) -> None:
     """Write the tables with the resolved spec and `metadata` (versions, hardware, seed) in
     each file's Parquet metadata."""
-    meta = {"caviar.schema_version": SCHEMA_VERSION, "caviar.spec": spec_yaml, **(metadata or {})}
+    meta = {"caviar.spec": spec_yaml, **(metadata or {})}
     write_parquet(history, run_dir / HISTORY_FILE, meta)
     if regions:
         write_parquet(regions_table(regions), run_dir / REGIONS_FILE, meta)
