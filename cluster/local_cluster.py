@@ -426,6 +426,11 @@ class LocalCluster:
             *args,
         ]
         env = {**client_env(self.env), MARKER_VAR: str(self.root)}
+        # The nodes run in this Python environment, as if it were activated: a job's entrypoint
+        # (`python -m caviar.cli ...`) must find this interpreter, as on a real cluster it finds
+        # the image's.
+        bin_dir = os.path.dirname(sys.executable)
+        env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
         with open(log, "w") as out:
             p = subprocess.Popen(
                 cmd,
