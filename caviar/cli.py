@@ -140,6 +140,39 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
+def _best(args: argparse.Namespace) -> None:
+    from caviar import analysis
+
+    run = analysis.load(args.run_dir)
+    b = analysis.best(run)
+    print(f"best trial: {b.trial_id} ({b.status}, round {b.round}, {b.epochs} epochs)")
+    at = f" at epoch {b.best_epoch}" if b.best_epoch is not None else ""
+    print(f"{b.metric} ({b.mode}): {b.value:.6g}{at}")
+    print(f"test_acc: {b.test_acc:.6g}" if b.test_acc is not None else "test_acc: not reported")
+    print("config:")
+    for name, value in b.config.items():
+        print(f"  {name}: {value}")
+    if b.checkpoint:
+        print(f"checkpoint: {b.checkpoint} (epoch {b.checkpoint_epoch})")
+        if b.best_epoch is not None and b.checkpoint_epoch != b.best_epoch:
+            print(
+                f"  the epoch-{b.best_epoch} checkpoint is gone (Ray keeps the latest "
+                "checkpoint.keep); this is the trial's latest"
+            )
+    if args.export:
+        path = analysis.export_best(run, args.export)
+        print(f"exported: {path}")
+        print("load it with:")
+        print("  from caviar.analysis import load_model")
+        print(f"  model = load_model({str(path)!r})  # torch.nn.Module in eval mode")
+
+
+def _report(args: argparse.Namespace) -> None:
+    from caviar.html_report import write_report
+
+    print(write_report(args.run_dir, args.out))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="caviar", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -195,6 +228,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top", type=int, default=10)
     s.add_argument("--json", action="store_true", help="JSON records instead of a table")
     s.set_defaults(func=_results)
+
+    b = sub.add_parser("best", help="the best trial: its config, metric and model")
+    b.add_argument("run_dir")
+    b.add_argument(
+        "--export", metavar="DIR", help="write its model to one file in DIR, for inference"
+    )
+    b.set_defaults(func=_best)
+
+    h = sub.add_parser("report", help="one self-contained HTML page about a run")
+    h.add_argument("run_dir")
+    h.add_argument(
+        "--out", help="where to write it (default: RUN_DIR/report.html for a local run dir)"
+    )
+    h.set_defaults(func=_report)
     return p
 
 

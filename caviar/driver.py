@@ -397,7 +397,8 @@ def run(
     run_dir = resolve_run_dir(spec, storage, name)
     if run_dir.is_nonempty_dir():
         raise RunDirError(
-            f"{run_dir.uri}: already exists; pass another --name, or `caviar resume {run_dir.uri}`"
+            f"{run_dir.uri}: already exists and is not empty; pass another --name (two sweeps "
+            "never share a run directory)"
         )
     search_path = os.getcwd()
     if spec.train.function:

@@ -231,19 +231,35 @@ def _load(run_dir: str | Path | Location, name: str) -> pd.DataFrame:
         raise RunDirError(
             f"{loc.uri}: no {name} here; pass the run directory that `caviar run` printed"
         )
+    check_schema(path)
     table = pq.read_table(path.path, filesystem=loc.fs)
-    version = (table.schema.metadata or {}).get(b"caviar.schema_version")
-    if version is None:
-        raise RunDirError(
-            f"{path.uri}: not a caviar results file (no caviar.schema_version in its metadata); "
-            "pass a run directory that `caviar run` wrote"
-        )
-    if int(version) > int(SCHEMA_VERSION):
-        raise RunDirError(
-            f"{path.uri}: written with results schema version {version.decode()}, newer than "
-            f"this caviar's {SCHEMA_VERSION}; upgrade caviar to read it"
-        )
     return table.to_pandas()
+
+
+def check_schema(path: Location) -> None:
+    """Refuse Parquet files caviar did not write, or that a newer caviar wrote."""
+    try:
+        meta = pq.read_schema(path.path, filesystem=path.fs).metadata or {}
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise RunDirError(f"{path.uri}: not a readable Parquet file ({e})") from None
+    raw = meta.get(b"caviar.schema_version")
+    if raw is None:
+        raise RunDirError(
+            f"{path.uri}: not written by caviar (its Parquet metadata has no "
+            "caviar.schema_version); pass a run directory that `caviar run` wrote, or read "
+            "this file with pandas directly"
+        )
+    try:
+        version = int(raw.decode())
+    except ValueError:
+        raise RunDirError(
+            f"{path.uri}: caviar.schema_version must be an integer, found {raw.decode()!r}"
+        ) from None
+    if version > int(SCHEMA_VERSION):
+        raise RunDirError(
+            f"{path.uri}: written by a newer caviar (schema version {version}; this caviar "
+            f"reads up to version {SCHEMA_VERSION}); upgrade caviar to read it"
+        )
 
 
 def leaderboard(

@@ -140,9 +140,12 @@ def test_files_of_another_tool_or_a_newer_schema_are_refused(tmp_path):
     import pyarrow as pa
 
     pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "trials.parquet")
-    with pytest.raises(RunDirError, match="not a caviar results file"):
+    with pytest.raises(RunDirError, match="not written by caviar"):
         load_trials(tmp_path)
     newer = pa.table({"a": [1]}).replace_schema_metadata({b"caviar.schema_version": b"99"})
     pq.write_table(newer, tmp_path / "trials.parquet")
-    with pytest.raises(RunDirError, match="schema version 99, newer than this caviar's 1; upgrade"):
+    with pytest.raises(
+        RunDirError,
+        match=r"written by a newer caviar \(schema version 99; this caviar reads up to version 1\); upgrade",
+    ):
         load_trials(tmp_path)

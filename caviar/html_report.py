@@ -1,0 +1,249 @@
+"""One HTML page about a run: status counts, the best trial, the leaderboard and every plot.
+
+The page is self-contained and readable offline: inline CSS, plots as base64 PNG ``data:``
+URIs, no scripts, no external URLs. ``caviar report RUN_DIR`` writes it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from caviar import analysis
+from caviar.errors import RunDirError
+from caviar.storage import Location
+
+REPORT_FILE = "report.html"
+LEADERBOARD_ROWS = 20
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.4; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ddd; }
+.meta { color: #555; font-size: 0.92em; }
+table { border-collapse: collapse; font-size: 0.88em; margin: 0.6em 0; }
+th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e4e4e4; text-align: right; }
+th { background: #f4f4f4; }
+td.text, th.text { text-align: left; }
+tr.best td { font-weight: 600; background: #fff8e0; }
+figure { margin: 1.2em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { color: #555; font-size: 0.9em; }
+code { background: #f4f4f4; padding: 0 0.25em; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+"""
+
+
+def default_report_path(run_dir: str | Path) -> str:
+    """``<run_dir>/report.html`` for a local run directory; for a remote one (s3://, gs://),
+    ``<run name>-report.html`` in the working directory."""
+    loc = Location.of(run_dir)
+    if loc.is_local:
+        return str(Path(loc.path) / REPORT_FILE)
+    return str(Path.cwd() / f"{loc.name}-{REPORT_FILE}")
+
+
+def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> str:
+    """Write the report of `run_dir` to `out_path` (a path or URI; default
+    `default_report_path`) and return where it went."""
+    run = analysis.load(run_dir)
+    page = render_report(run)
+    target = str(out_path) if out_path is not None else default_report_path(run_dir)
+    loc = Location.of(target)
+    if loc.is_local:
+        Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        loc.write_text(page)
+    except OSError as e:
+        raise RunDirError(f"--out: cannot write {loc.uri!r} ({e}); pass a writable path") from None
+    return loc.uri
+
+
+def render_report(run: analysis.Run) -> str:
+    """The report as one HTML string."""
+    sections = [
+        f"<h1>{_e(run.name)}</h1>",
+        f'<p class="meta">{_summary(run)}</p>',
+        "<h2>Trials by status</h2>",
+        _counts_table(run),
+        "<h2>Best trial</h2>",
+        _best_section(run),
+        f"<h2>Leaderboard (top {LEADERBOARD_ROWS})</h2>",
+        _leaderboard_table(run),
+        "<h2>What stopping early saved</h2>",
+        _savings(run),
+        "<h2>Plots</h2>",
+        *(_figure_html(plot, run) for plot in _plots(run)),
+        _no_regions_note(run),
+        _errors_section(run),
+    ]
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        f"<title>caviar report: {_e(run.name)}</title>\n<style>{_CSS}</style>\n</head>\n"
+        "<body>\n" + "\n".join(s for s in sections if s) + "\n</body>\n</html>\n"
+    )
+
+
+def _plots(run: analysis.Run) -> list[Any]:
+    """Every plot; the coarse-to-fine ones only for a run that has regions."""
+    per_round = (analysis.plot_regions, analysis.plot_metric_by_round)
+    return [p for p in analysis.PLOTS if not (run.regions.empty and p in per_round)]
+
+
+def _no_regions_note(run: analysis.Run) -> str:
+    if not run.regions.empty:
+        return ""
+    searcher = (run.spec.get("searcher") or {}).get("name", "?")
+    return (
+        f"<p>No coarse-to-fine regions: this run's searcher is {_e(searcher)}; the "
+        "coarse_to_fine searcher writes regions.parquet, and the report then shows them.</p>"
+    )
+
+
+def _cls(text: bool) -> str:
+    return ' class="text"' if text else ""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _summary(run: analysis.Run) -> str:
+    spec = run.spec
+    train = spec.get("train") or {}
+    what = train.get("task") or train.get("function") or "?"
+    searcher = (spec.get("searcher") or {}).get("name", "?")
+    sched = spec.get("scheduler") or {}
+    sched_text = sched.get("name", "?")
+    if sched_text == "asha":
+        sched_text += (
+            f" (grace_period {sched.get('grace_period')}, "
+            f"reduction_factor {sched.get('reduction_factor')})"
+        )
+    budget = (spec.get("budget") or {}).get("num_samples", "?")
+    return (
+        f"Run directory <code>{_e(run.run_dir)}</code><br>"
+        f"{_e(run.mode)} <b>{_e(run.metric)}</b> &middot; {_e(what)} "
+        f"{_e(train.get('model', '')) if train.get('task') else ''} &middot; "
+        f"max_epochs {_e(run.max_epochs)} &middot; {_e(budget)} trials &middot; "
+        f"searcher {_e(searcher)} &middot; scheduler {_e(sched_text)} &middot; "
+        f"searched: {_e(', '.join(run.searched) or 'nothing')}"
+    )
+
+
+def _counts_table(run: analysis.Run) -> str:
+    counts = analysis.status_counts(run)
+    head = "".join(f"<th>{_e(s)}</th>" for s in counts.index) + "<th>total</th>"
+    body = "".join(f"<td>{int(n)}</td>" for n in counts.values) + f"<td>{len(run.trials)}</td>"
+    return f'<table id="status-counts"><tr>{head}</tr><tr>{body}</tr></table>'
+
+
+def _best_section(run: analysis.Run) -> str:
+    try:
+        b = analysis.best(run)
+    except RunDirError as e:
+        return f"<p>{_e(e)}</p>"
+    rows = [
+        ("trial", b.trial_id),
+        (f"best {b.metric} ({b.mode})", _fmt(b.value)),
+        ("test_acc", _fmt(b.test_acc) if b.test_acc is not None else "not reported"),
+        ("status", f"{b.status}, round {b.round}, {b.epochs} epochs"),
+        ("checkpoint", f"{b.checkpoint} (epoch {b.checkpoint_epoch})" if b.checkpoint else "none"),
+        *((f"config: {k}", _fmt(v)) for k, v in b.config.items()),
+    ]
+    body = "".join(
+        f'<tr><th class="text">{_e(k)}</th><td class="text">{_e(v)}</td></tr>' for k, v in rows
+    )
+    return f'<table id="best">{body}</table>'
+
+
+def _leaderboard_table(run: analysis.Run) -> str:
+    board = analysis.leaderboard(run, top=LEADERBOARD_ROWS)
+    params = [f"param_{n}" for n in run.searched]
+    cols = ["trial_id", "status", "round", "epochs", run.best_col]
+    cols += [c for c in ("test_acc",) if c in board] + params
+    text = {"trial_id", "status"}
+    head = '<th class="text">#</th>' + "".join(
+        f"<th{_cls(c in text)}>{_e(c.removeprefix('param_'))}</th>" for c in cols
+    )
+    if board.empty:
+        rows = [
+            f'<tr><td class="text" colspan="{len(cols) + 1}">no trial finished with a '
+            f"{_e(run.metric)} value</td></tr>"
+        ]
+    else:
+        rows = []
+        for rank, (_, row) in enumerate(board.iterrows(), start=1):
+            cells = "".join(f"<td{_cls(c in text)}>{_e(_fmt(row.get(c)))}</td>" for c in cols)
+            cls = ' class="best"' if rank == 1 else ""
+            rows.append(f'<tr{cls}><td class="text">{rank}</td>{cells}</tr>')
+    return f'<table id="leaderboard"><tr>{head}</tr>{"".join(rows)}</table>'
+
+
+def _savings(run: analysis.Run) -> str:
+    s = analysis.asha_summary(run)
+    if s.trials == 0:
+        return "<p>No trial trained an epoch.</p>"
+    pct = 100 * s.epochs_saved / s.epochs_full if s.epochs_full else 0.0
+    tpct = 100 * s.seconds_saved / s.seconds_full if s.seconds_full else 0.0
+    return (
+        f"<p>{s.trials} trials trained {s.epochs_trained:,} epochs; running every trial stopped "
+        f"early on to max_epochs ({run.max_epochs}) would have taken {s.epochs_full:,} epochs: "
+        f"<b>{pct:.0f}% saved</b> ({s.epochs_saved_by_asha:,} epochs by ASHA). Training time "
+        f"{s.seconds_trained:,.0f} s of an estimated {s.seconds_full:,.0f} s: "
+        f"<b>{tpct:.0f}% saved</b>.</p>"
+    )
+
+
+def _figure_html(plot: Any, run: analysis.Run) -> str:
+    fig = plot(run)
+    buf = io.BytesIO()
+    # No Software tag: the page holds no URL at all, not even inside an image.
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    caption = (plot.__doc__ or plot.__name__).strip().split("\n\n")[0]
+    caption = " ".join(caption.split())
+    name = plot.__name__.removeprefix("plot_")
+    return (
+        f'<figure id="{_e(name)}"><img alt="{_e(name)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _errors_section(run: analysis.Run) -> str:
+    t = run.trials
+    if "error" not in t:
+        return ""
+    failed = t[t["status"] == "error"]
+    if failed.empty:
+        return ""
+    items = []
+    for _, row in failed.head(10).iterrows():
+        text = str(row.get("error") or "").strip()
+        last = text.splitlines()[-1] if text else "(no traceback)"
+        items.append(f"<li><code>{_e(row['trial_id'])}</code>: {_e(last)}</li>")
+    more = f"<p>and {len(failed) - 10} more.</p>" if len(failed) > 10 else ""
+    return (
+        f"<h2>Errors ({len(failed)} trials)</h2><ul>{''.join(items)}</ul>{more}"
+        "<p>Full tracebacks are in the <code>error</code> column of trials.parquet.</p>"
+    )
