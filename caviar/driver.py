@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from caviar import results, session
+from caviar import catalog, results, session
 from caviar.errors import CaviarError, RunDirError
 from caviar.searchers import Outcome, Searcher, searcher_class
 from caviar.spec import SweepSpec, dump_yaml, spec_to_dict
@@ -463,6 +463,10 @@ def run(
         grid = tuner.fit()
         # The final tables come from the ResultGrid: every trial of the experiment, no other.
         recorder.write((Path(r.path).name, r.config) for r in grid)
+        try:  # the catalog is a convenience: it never fails a finished sweep
+            catalog.publish(run_dir)
+        except (CaviarError, OSError) as e:
+            print(f"caviar: {run_dir.uri} not added to the catalog: {e}", file=sys.stderr)
         if abort.reason:
             raise CaviarError(
                 [abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"]

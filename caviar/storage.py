@@ -76,7 +76,9 @@ class Location:
             with self.fs.open_output_stream(self.path) as f:
                 f.write(data)
             return
-        tmp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
+        # A dot name, so directory readers (pandas, pyarrow) skip a write in progress.
+        head, tail = posixpath.split(self.path)
+        tmp = posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)

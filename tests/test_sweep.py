@@ -58,6 +58,9 @@ def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
         zip(trials["trial_id"], trials["epochs"], strict=True)
     )
     assert (run_dir / "spec.yaml").exists() and (run_dir / "ray").is_dir()
+    # ... and the run is in the storage root's catalog of sweeps.
+    catalog = pd.read_parquet(tmp_path / "runs" / "_catalog" / "trials")
+    assert list(catalog["sweep"].unique()) == ["r"] and len(catalog) == 8
     board = json.loads(caviar("results", str(run_dir), "--json", "--top", "3", cwd=tmp_path))
     assert len(board) == 3
     assert board[0]["best_val_acc"] == trials["best_val_acc"].max()
