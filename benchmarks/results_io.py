@@ -11,14 +11,12 @@ child process, so no Ray process is running while the loaders are timed, and kep
 Then, side by side in this process (imports done before any timing, each variant run
 `--repeats` times interleaved, the median reported), with `time.perf_counter`:
 
-  caviar       list the trial folders, `caviar.results.read_trial_dir` on each (every
-               result.json, parsed line by line), `TrialRecord`s (config from the results),
-               `build_tables`, `write_results` to a fresh run dir, then
-               `pandas.read_parquet` of trials.parquet and history.parquet: the total
-  proposed     the same with `proposed_build_tables` (below: a prototype of a change to
-               caviar/results.py, one `pyarrow.json.read_json` over every result.json's bytes,
-               the history built in columns) in place of read_trial_dir + build_tables; checked
-               to give the same tables as the current path before anything is timed
+  caviar       list the trial folders, `caviar.results.collect` (every result.json parsed in
+               one `pyarrow.json.read_json` call, the history built in columns), `write_results`
+               to a fresh run dir, then `pandas.read_parquet` of trials.parquet and
+               history.parquet: the total. Before anything is timed, its tables are checked
+               equal to those of caviar's per-line path (`collect(..., fast=False)`, the path
+               caviar falls back to), which is timed too as `caviar_lines`
   ray_ea       `ray.tune.ExperimentAnalysis(exp_dir)` (which loads every trial's result.json
                into a per-epoch DataFrame in its constructor), `.trial_dataframes` (the
                per-epoch history, one DataFrame per trial) and `.dataframe()` (one row per trial)
@@ -27,8 +25,8 @@ Then, side by side in this process (imports done before any timing, each variant
                `Result.metrics_dataframe` (the per-epoch history)
 
 Every variant ends with the same per-epoch history in memory (trials x epochs rows; checked)
-and a one-row-per-trial table. The ratios caviar / Ray and proposed / Ray are taken against
-the faster Ray variant (target <= 0.2).
+and a one-row-per-trial table. The ratio caviar / Ray is taken against the faster Ray variant
+(target <= 0.2).
 
     python -m benchmarks.results_io                                  # 1000 x 50
     python -m benchmarks.results_io --trials 20 --epochs 5           # a quick check
@@ -161,19 +159,12 @@ def ensure_experiment(storage: Path, trials: int, epochs: int) -> dict[str, Any]
 # --- the loaders --------------------------------------------------------------------------
 
 
-def load_caviar(exp_dir: Path, out: Path, epochs: int) -> dict[str, Any]:
+def load_caviar(exp_dir: Path, out: Path, epochs: int, fast: bool = True) -> dict[str, Any]:
     """caviar's path from Ray's per-trial result.json files to DataFrames read from Parquet."""
     import pandas as pd
     import pyarrow.fs as pafs
 
-    from caviar.results import (
-        HISTORY_FILE,
-        TRIALS_FILE,
-        TrialRecord,
-        build_tables,
-        read_trial_dir,
-        write_results,
-    )
+    from caviar.results import HISTORY_FILE, TRIALS_FILE, TrialDir, collect, write_results
     from caviar.storage import Location
 
     steps: dict[str, float] = {}
@@ -189,16 +180,10 @@ def load_caviar(exp_dir: Path, out: Path, epochs: int) -> dict[str, Any]:
     infos = exp.fs.get_file_info(pafs.FileSelector(exp.path))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
     step("list")
-    records = []
-    for name in names:
-        history, error = read_trial_dir(exp / name)
-        if not history and error is None:
-            continue
-        config = history[-1].get("config", {}) if history else {}
-        records.append(TrialRecord(name, config, history, error))
-    step("read_trial_dir")
-    trials, history = build_tables(records, METRIC, "max", epochs)
-    step("build_tables")
+    trials, history = collect(
+        [TrialDir(n, exp / n, None) for n in names], METRIC, "max", epochs, fast=fast
+    )
+    step("collect")
     run_dir = Location.of(out)
     run_dir.mkdir()
     write_results(run_dir, trials, history, f"name: results-io\nmetric: {METRIC}\n")
@@ -212,195 +197,6 @@ def load_caviar(exp_dir: Path, out: Path, epochs: int) -> dict[str, Any]:
         "trials": len(trials_df),
         "history_rows": len(history_df),
     }
-
-
-def proposed_build_tables(
-    trial_dirs: list[tuple[str, Any]],
-    configs: dict[str, dict[str, Any]] | None,
-    metric: str,
-    mode: str,
-    max_epochs: int,
-) -> tuple[Any, Any] | None:
-    """A PROTOTYPE of the change proposed for caviar/results.py (see RESULTS.md): every
-    trial's result.json parsed in one `pyarrow.json.read_json` call over the concatenated
-    bytes (C++, instead of 50,000 `json.loads`), the history de-duplicated and ordered in
-    columns, and the trials table built by the current `build_tables` from each trial's last
-    row (its best value computed in columns). None where the fast path does not apply (a
-    metric whose JSON type changes between reports): the caller falls back to the current path.
-    """
-    import numpy as np
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.json as pj
-
-    from caviar.results import _RAY_KEYS, TrialRecord, build_tables
-
-    parts, counts, ids, errors = [], [], [], {}
-    for trial_id, trial_dir in trial_dirs:
-        path, error_file = trial_dir / "result.json", trial_dir / "error.txt"
-        raw = path.read_bytes() if path.exists() else b""
-        if raw and not raw.endswith(b"\n"):  # a driver killed mid-write: a partial last line
-            head, _, tail = raw.rpartition(b"\n")
-            try:
-                json.loads(tail)
-                raw += b"\n"
-            except ValueError:
-                raw = head + b"\n" if head else b""
-        if b"\n\n" in raw or raw[:1].isspace():  # blank lines: read_json skips them
-            raw = b"".join(line + b"\n" for line in raw.split(b"\n") if line.strip())
-        error = error_file.read_text() if error_file.exists() else None
-        n = raw.count(b"\n")
-        if not n and error is None and not (configs or {}).get(trial_id):
-            continue  # suggested but never started
-        parts.append(raw)
-        counts.append(n)
-        ids.append(trial_id)
-        errors[trial_id] = error
-    try:
-        table = pj.read_json(pa.BufferReader(b"".join(parts))) if sum(counts) else None
-    except pa.ArrowInvalid:
-        return None
-    if table is not None and (table.num_rows != sum(counts) or "epoch" not in table.schema.names):
-        return None
-    best: dict[str, Any] = {}
-    last: dict[str, dict[str, Any]] = {}
-    if table is None:
-        history = pd.DataFrame(columns=["trial_id", "epoch"])
-    else:
-        trial_index = np.repeat(np.arange(len(ids)), counts)
-        try:
-            epoch = table.column("epoch").cast(pa.int64())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
-        keys = pd.DataFrame({"t": trial_index, "epoch": epoch.to_pandas()})
-        keys = keys[keys["epoch"].notna()]
-        keys = keys[~keys.duplicated(["t", "epoch"], keep="last")]  # the last report wins
-        order = keys.sort_values(["t", "epoch"], kind="stable").index.to_numpy()
-        rows = table.set_column(table.schema.get_field_index("epoch"), "epoch", epoch)
-        rows = rows.take(order)
-        row_trial = trial_index[order]
-        cols = [c for c in rows.column_names if c not in _RAY_KEYS]
-        history = rows.select(cols).add_column(
-            0, "trial_id", pa.array(np.asarray(ids, dtype=object)[row_trial], pa.string())
-        )
-        history = history.to_pandas()
-        history["epoch"] = history["epoch"].astype("int64")
-        # Each trial's last row, and its best value of the metric (finite numbers only).
-        ends = np.flatnonzero(np.r_[row_trial[1:] != row_trial[:-1], True])
-        for t, row in zip(row_trial[ends], rows.take(ends).to_pylist(), strict=True):
-            last[ids[t]] = {k: v for k, v in row.items() if v is not None}
-        if metric in rows.column_names:
-            values = pd.to_numeric(rows.column(metric).to_pandas(), errors="coerce")
-            values = values.where(np.isfinite(values))
-            grouped = values.groupby(row_trial)
-            by_trial = grouped.max() if mode == "max" else grouped.min()
-            best = {ids[t]: None if pd.isna(v) else float(v) for t, v in by_trial.items()}
-
-    def config(t: str) -> dict[str, Any]:
-        # The driver passes the ResultGrid's configs; without them, Ray's copy in the results.
-        return configs.get(t, {}) if configs is not None else last.get(t, {}).get("config", {})
-
-    records = [TrialRecord(t, config(t), [last[t]] if t in last else [], errors[t]) for t in ids]
-    trials, _ = build_tables(records, metric, mode, max_epochs)
-    if not trials.empty:
-        trials[f"best_{metric}"] = [best.get(t) for t in ids]
-    return trials, history
-
-
-def load_proposed(exp_dir: Path, out: Path, epochs: int) -> dict[str, Any]:
-    """The caviar variant with `proposed_build_tables` in place of read_trial_dir and
-    build_tables; the rest (list, write_results, read_parquet) as in load_caviar."""
-    import pandas as pd
-    import pyarrow.fs as pafs
-
-    from caviar.results import HISTORY_FILE, TRIALS_FILE, write_results
-    from caviar.storage import Location
-
-    t0 = time.perf_counter()
-    exp = Location.of(exp_dir)
-    infos = exp.fs.get_file_info(pafs.FileSelector(exp.path))
-    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
-    t1 = time.perf_counter()
-    built = proposed_build_tables([(n, exp / n) for n in names], None, METRIC, "max", epochs)
-    assert built is not None, "the fast path did not apply"
-    trials, history = built
-    t2 = time.perf_counter()
-    run_dir = Location.of(out)
-    run_dir.mkdir()
-    write_results(run_dir, trials, history, f"name: results-io\nmetric: {METRIC}\n")
-    t3 = time.perf_counter()
-    trials_df = pd.read_parquet(out / TRIALS_FILE)
-    history_df = pd.read_parquet(out / HISTORY_FILE)
-    t4 = time.perf_counter()
-    return {
-        "seconds": t4 - t0,
-        "steps": {
-            "list": t1 - t0,
-            "proposed_build_tables": t2 - t1,
-            "write_results": t3 - t2,
-            "read_parquet": t4 - t3,
-        },
-        "trials": len(trials_df),
-        "history_rows": len(history_df),
-    }
-
-
-def check_proposed(trial_dirs: list[tuple[str, Any]], metric: str, mode: str, epochs: int) -> None:
-    """The prototype gives the same Parquet tables as read_trial_dir + build_tables."""
-    import pandas as pd
-    import pyarrow as pa
-
-    from caviar.results import TrialRecord, build_tables, read_trial_dir
-
-    records, configs = [], {}
-    for name, d in trial_dirs:
-        history, error = read_trial_dir(d)
-        if history or error is not None:
-            # As the driver does: the configs come from elsewhere (the ResultGrid).
-            configs[name] = next((r["config"] for r in reversed(history) if "config" in r), {})
-            records.append(TrialRecord(name, configs[name], history, error))
-    expected = build_tables(records, metric, mode, epochs)
-    got = proposed_build_tables(trial_dirs, configs, metric, mode, epochs)
-    assert got is not None, "the fast path did not apply"
-    for name, want, have in zip(("trials", "history"), expected, got, strict=True):
-        want = pa.Table.from_pandas(want, preserve_index=False).to_pandas()
-        have = pa.Table.from_pandas(have, preserve_index=False).to_pandas()
-        pd.testing.assert_frame_equal(have, want, check_dtype=False, obj=name)
-
-
-def check_proposed_edge_cases() -> None:
-    """Replayed epochs, NaN and infinity, a partial last line, blank lines, an errored trial
-    with no results, a float epoch, a metric only some trials report: same tables."""
-    from caviar.storage import Location
-
-    root = Path(tempfile.mkdtemp(prefix="caviar-rio-edge-"))
-    nan, inf = float("nan"), float("inf")
-    cfg = {"lr": 0.1}
-    files = {
-        "t1": [{"epoch": e, "acc": 0.1 * e, "trial_id": "t1", "config": cfg} for e in (1, 2, 1, 3)],
-        "t2": [{"epoch": 1, "acc": nan, "loss": inf, "diverged": True, "config": cfg}],
-        "t3": [{"epoch": 1.0, "acc": 0.5, "note": "x", "config": cfg}, {"done": True}],
-        "t4": [],
-        "t5": [{"epoch": e, "acc": -inf if e == 2 else 0.2, "config": cfg} for e in (1, 2)],
-    }
-    try:
-        for name, rows in files.items():
-            d = root / name
-            d.mkdir()
-            text = "".join(json.dumps(r) + "\n" for r in rows)
-            if name == "t1":
-                text = "\n" + text + '{"epoch": 4, "acc'  # blank first line, partial last
-            if name == "t4":
-                (d / "error.txt").write_text("Traceback...\nValueError: boom")
-            (d / "result.json").write_text(text)
-        dirs = [(n, Location.of(root) / n) for n in files]
-        for mode in ("max", "min"):
-            check_proposed(dirs, "acc", mode, 3)
-        # A value whose JSON type changes (text, then a number): no fast path, None.
-        (root / "t5" / "result.json").write_text('{"epoch": 2, "note": 7}\n')
-        assert proposed_build_tables(dirs, None, "acc", "max", 3) is None
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def load_ray_ea(exp_dir: Path) -> dict[str, Any]:
@@ -485,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--variants", default="caviar,proposed,ray_ea,ray_grid", help="comma-separated subset"
+        "--variants", default="caviar,caviar_lines,ray_ea,ray_grid", help="comma-separated subset"
     )
     parser.add_argument("--profile", action="store_true", help="cProfile caviar's path once")
     parser.add_argument("--create", type=Path, help=argparse.SUPPRESS)  # the child's job
@@ -519,14 +315,19 @@ def measure(exp_dir: Path, args: argparse.Namespace) -> int:
     print(machine())
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     expected = args.trials * args.epochs
-    if "proposed" in variants:  # untimed: the prototype must give the same tables
-        from caviar.storage import Location
+    # Untimed: the columnar path must give the per-line path's tables on this experiment.
+    from caviar.results import TrialDir, collect
+    from caviar.storage import Location
 
-        check_proposed_edge_cases()
-        exp = Location.of(exp_dir)
-        dirs = sorted(p.name for p in exp_dir.iterdir() if p.is_dir())
-        check_proposed([(n, exp / n) for n in dirs], METRIC, "max", args.epochs)
-        print("proposed: same trials and history tables as the current path (checked)")
+    exp = Location.of(exp_dir)
+    dirs = [TrialDir(p.name, exp / p.name, None) for p in sorted(exp_dir.iterdir()) if p.is_dir()]
+    for fast, lines in zip(
+        collect(dirs, METRIC, "max", args.epochs),
+        collect(dirs, METRIC, "max", args.epochs, fast=False),
+        strict=True,
+    ):
+        pandas.testing.assert_frame_equal(fast, lines, check_dtype=False)
+    print("caviar: the columnar and per-line paths give the same tables (checked)")
     try:
         # One untimed pass over the files, so that every variant finds them in the page cache.
         for p in exp_dir.iterdir():
@@ -537,8 +338,8 @@ def measure(exp_dir: Path, args: argparse.Namespace) -> int:
                 gc.collect()
                 if v == "caviar":
                     r = load_caviar(exp_dir, scratch / f"run{i}", args.epochs)
-                elif v == "proposed":
-                    r = load_proposed(exp_dir, scratch / f"proposed{i}", args.epochs)
+                elif v == "caviar_lines":
+                    r = load_caviar(exp_dir, scratch / f"lines{i}", args.epochs, fast=False)
                 elif v == "ray_ea":
                     r = load_ray_ea(exp_dir)
                 elif v == "ray_grid":
@@ -559,7 +360,7 @@ def measure(exp_dir: Path, args: argparse.Namespace) -> int:
     for v, s in med.items():
         print(f"  {v:9s} {s:7.3f} s")
     ray_variants = [v for v in med if v.startswith("ray_")]
-    for ours in (v for v in ("caviar", "proposed") if v in med and ray_variants):
+    for ours in (v for v in ("caviar", "caviar_lines") if v in med and ray_variants):
         for v in ray_variants:
             print(f"  {ours} / {v}: {med[ours] / med[v]:.3f}")
         fastest = min(ray_variants, key=med.get)

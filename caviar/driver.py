@@ -216,23 +216,21 @@ class _Recorder:
         )
 
     def write(self, trials: Any) -> None:
-        records = []
-        for trial_id, config in trials:
-            history, error = results.read_trial_dir(self.run_dir / results.RAY_DIR / trial_id)
-            if not history and error is None and not config:
-                continue  # suggested but never started: the sweep stopped first
-            records.append(
-                results.TrialRecord(
+        trials_df, history_df = results.collect(
+            [
+                results.TrialDir(
                     trial_id,
+                    self.run_dir / results.RAY_DIR / trial_id,
                     config,
-                    history,
-                    error,
                     self.searcher.round_of(trial_id),
                     trial_id in self.stopped,
                 )
-            )
-        trials_df, history_df = results.build_tables(
-            records, self.spec.metric, self.spec.mode, self.spec.train.max_epochs, self.rungs
+                for trial_id, config in trials
+            ],
+            self.spec.metric,
+            self.spec.mode,
+            self.spec.train.max_epochs,
+            self.rungs,
         )
         results.write_results(
             self.run_dir,

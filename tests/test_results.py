@@ -5,8 +5,11 @@ import pytest
 
 from caviar.errors import RunDirError
 from caviar.results import (
+    TrialDir,
     TrialRecord,
+    _collect_columns,
     build_tables,
+    collect,
     dedupe,
     leaderboard,
     load_trials,
@@ -149,3 +152,74 @@ def test_files_of_another_tool_or_a_newer_schema_are_refused(tmp_path):
         match=r"written by a newer caviar \(schema version 99; this caviar reads up to version 1\); upgrade",
     ):
         load_trials(tmp_path)
+
+
+def _trial_dirs(root, files, errors=()):
+    import json
+
+    dirs = []
+    for name, rows in files.items():
+        d = root / name
+        d.mkdir()
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if name == "t1":
+            text = "\n" + text + '{"epoch": 4, "acc'  # a blank first line, a partial last one
+        (d / "result.json").write_text(text)
+        if name in errors:
+            (d / "error.txt").write_text("Traceback...\nValueError: boom")
+        config = next((r["config"] for r in rows if "config" in r), None)
+        dirs.append(TrialDir(name, Location.of(d), config, round=1, stopped_by_asha=name == "t3"))
+    return dirs
+
+
+EDGE_CASES = {
+    "t1": [{"epoch": e, "acc": 0.1 * e, "config": {"lr": 0.1}} for e in (1, 2, 1, 3)],
+    "t2": [
+        {
+            "epoch": 1,
+            "acc": float("nan"),
+            "loss": float("inf"),
+            "diverged": True,
+            "config": {"lr": 1.0},
+        }
+    ],
+    "t3": [{"epoch": 1.0, "acc": 0.5, "note": "x", "config": {"lr": 0.2}}],
+    "t4": [],
+    "t5": [
+        {"epoch": e, "acc": -float("inf") if e == 2 else 0.2, "config": {"lr": 0.3}} for e in (1, 2)
+    ],
+    "t6": [],  # never started: no results, no error, no config
+}
+
+
+@pytest.mark.parametrize("mode", ["max", "min"])
+def test_collect_in_columns_gives_the_tables_of_the_per_line_path(tmp_path, mode):
+    dirs = _trial_dirs(tmp_path, EDGE_CASES, errors={"t4"})
+    fast = collect(dirs, "acc", mode, 3, rungs=[1, 3])
+    slow = collect(dirs, "acc", mode, 3, rungs=[1, 3], fast=False)
+    for got, want in zip(fast, slow, strict=True):
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    trials, history = fast
+    assert list(trials["trial_id"]) == ["t1", "t2", "t3", "t4", "t5"]
+    assert list(trials["status"]) == [
+        "completed",
+        "diverged",
+        "early_stopped",
+        "error",
+        "early_stopped",
+    ]
+    assert list(history[history.trial_id == "t1"]["epoch"]) == [1, 2, 3]  # replayed epoch once
+    assert trials.set_index("trial_id").loc["t1", "best_acc"] == pytest.approx(
+        0.3 if mode == "max" else 0.1
+    )
+
+
+def test_collect_falls_back_when_a_value_changes_type(tmp_path):
+    files = {
+        "a": [{"epoch": 1, "acc": 0.1, "note": "text"}],
+        "b": [{"epoch": 1, "acc": 0.2, "note": 7}],
+    }
+    dirs = _trial_dirs(tmp_path, files)
+    assert _collect_columns(dirs, "acc", "max", 1, None) is None
+    trials, history = collect(dirs, "acc", "max", 1)
+    assert list(trials["best_acc"]) == [0.1, 0.2] and list(history["note"]) == ["text", 7]
