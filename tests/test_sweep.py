@@ -189,3 +189,49 @@ def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
     trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
     assert 1 <= len(trials) <= 4 and "error" in set(trials["status"])
     assert set(trials["status"]) <= {"error", "early_stopped"}  # the others were stopped
+
+
+def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private_ray_tmp):
+    import time
+
+    (tmp_path / "slow.py").write_text(
+        "import time, caviar\n"
+        "def train(config):\n"
+        "    for epoch in range(1, config['max_epochs'] + 1):\n"
+        "        time.sleep(1.0)\n"
+        "        caviar.report({'epoch': epoch, 'score': config['x']})\n"
+    )
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "slow:train", "max_epochs": 2},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 8, "max_concurrent": 2},
+        }
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "caviar.cli",
+            "run",
+            str(spec),
+            "--storage",
+            str(tmp_path / "runs"),
+            "--name",
+            "r",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    trials_file = tmp_path / "runs" / "r" / "trials.parquet"
+    while proc.poll() is None and not trials_file.exists():
+        time.sleep(0.2)
+    seen_while_running = proc.poll() is None
+    partial = pd.read_parquet(trials_file)
+    assert proc.wait() == 0
+    assert seen_while_running, "trials.parquet appeared only after the sweep ended"
+    assert 1 <= len(partial) < 8
+    assert len(pd.read_parquet(trials_file)) == 8
