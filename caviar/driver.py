@@ -224,8 +224,9 @@ class _Recorder:
                     config,
                     self.searcher.round_of(trial_id),
                     trial_id in self.stopped,
+                    errored,
                 )
-                for trial_id, config in trials
+                for trial_id, config, errored in trials
             ],
             self.spec.metric,
             self.spec.mode,
@@ -244,7 +245,9 @@ class _Recorder:
 
     def maybe_write(self, trials: list) -> None:
         if time.monotonic() - self.last >= self.every_s:
-            self.write((t.trial_id, t.config) for t in trials if t.status != "PENDING")
+            self.write(
+                (t.trial_id, t.config, t.status == "ERROR") for t in trials if t.status != "PENDING"
+            )
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:
@@ -449,6 +452,8 @@ def run(
                 storage_path=run_dir.uri,
                 verbose=0,
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+                # A failed trial restarts from its latest checkpoint, up to max_failures times.
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort, recorder)],
                 stop=abort.stopper(),
             ),
@@ -460,7 +465,7 @@ def run(
         )
         grid = tuner.fit()
         # The final tables come from the ResultGrid: every trial of the experiment, no other.
-        recorder.write((Path(r.path).name, r.config) for r in grid)
+        recorder.write((Path(r.path).name, r.config, r.error is not None) for r in grid)
         try:  # the catalog is a convenience: it never fails a finished sweep
             catalog.publish(run_dir)
         except (CaviarError, OSError) as e:

@@ -173,6 +173,12 @@ class TrialDir:
     config: Mapping[str, Any] | None
     round: int = 0
     stopped_by_asha: bool = False
+    errored: bool | None = None
+    """The trial ended in error. None: judge by its error file; but Ray keeps that file when a
+    retry from the checkpoint then succeeds, so the driver passes the trial's final state."""
+
+    def error_of(self, text: str | None) -> str | None:
+        return text if (self.errored if self.errored is not None else text is not None) else None
 
 
 def collect(
@@ -191,6 +197,7 @@ def collect(
     records = []
     for t in trials:
         history, error = read_trial_dir(t.path)
+        error = t.error_of(error)
         if history or error is not None or t.config:
             records.append(
                 TrialRecord(t.trial_id, t.config or {}, history, error, t.round, t.stopped_by_asha)
@@ -217,7 +224,7 @@ def _collect_columns(
                 raw = head + b"\n" if head else b""
         if b"\n\n" in raw or raw[:1].isspace():  # read_json would stop at a blank line
             raw = b"".join(line + b"\n" for line in raw.split(b"\n") if line.strip())
-        error = error_file.read_text() if error_file.exists() else None
+        error = t.error_of(error_file.read_text() if error_file.exists() else None)
         n = raw.count(b"\n")
         if not n and error is None and not t.config:
             continue  # suggested but never started

@@ -23,6 +23,8 @@ from caviar.searchers import SEARCHERS, options_class, searcher_class
 from caviar.space import Choice, Domain, Fixed, Space, parse_domain
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+MAX_TRIALS = 100_000
+MAX_EPOCHS = 10_000  # without a time budget
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
@@ -91,6 +93,8 @@ class SweepSpec:
     checkpoint: CheckpointSpec = CheckpointSpec()
     storage: str | None = None
     seed: int = 0
+    max_failures: Annotated[int, Field(ge=0)] = 0
+    """Restarts of a failed trial, each from its latest checkpoint, before it ends as error."""
 
     def trial_space(self) -> Space:
         """What a trial's config holds: max_epochs, the fixed values, then the searched space."""
@@ -264,6 +268,17 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
         cls = searcher_class(spec.searcher.name)
         problems.extend(
             cls.check(spec.trial_space(), spec.searcher.options, spec.budget.num_samples)
+        )
+    if spec.budget.num_samples > MAX_TRIALS:
+        problems.append(
+            f"budget.num_samples: at most {MAX_TRIALS:,} trials per sweep (Ray Tune keeps every "
+            f"trial in the driver's memory), found {spec.budget.num_samples:,}; split the sweep "
+            "or narrow the space with coarse_to_fine"
+        )
+    if t.max_epochs > MAX_EPOCHS and spec.budget.time_budget_s is None:
+        problems.append(
+            f"train.max_epochs: {t.max_epochs:,} epochs with no budget.time_budget_s would run "
+            f"for ever; set budget.time_budget_s, or at most {MAX_EPOCHS:,} epochs"
         )
     if spec.scheduler.name == "asha" and spec.scheduler.grace_period > t.max_epochs:
         problems.append(

@@ -131,6 +131,16 @@ def test_yaml_syntax_error_names_the_line(write_spec):
             r"metric: test_acc scores the test split, which must never pick trials",
         ),
         ({"train": {"task": "file", "max_epochs": 2}}, r"train.data: task 'file' needs train.data"),
+        (
+            {"budget": {"num_samples": 10**9}},
+            r"budget.num_samples: at most 100,000 trials per sweep .*found 1,000,000,000; split the sweep",
+        ),
+        (
+            {"train": {"task": "digits", "max_epochs": 10**9}, "scheduler": {"name": "fifo"}},
+            r"train.max_epochs: 1,000,000,000 epochs with no budget.time_budget_s would run for ever",
+        ),
+        ({"max_failures": -1}, r"max_failures: expected greater than or equal to 0, found -1"),
+        ({"name": ".."}, r"name: expected letters, digits"),
     ],
 )
 def test_each_bad_input_gets_one_line_naming_the_field(updates, message):

@@ -235,3 +235,79 @@ def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private
     assert seen_while_running, "trials.parquet appeared only after the sweep ended"
     assert 1 <= len(partial) < 8
     assert len(pd.read_parquet(trials_file)) == 8
+
+
+def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_path, private_ray_tmp):
+    (tmp_path / "flaky.py").write_text(
+        textwrap.dedent("""
+        import os
+        import caviar
+
+        def train(config):
+            state = caviar.get_checkpoint()
+            start = state["epoch"] if state else 0
+            for epoch in range(start + 1, config["max_epochs"] + 1):
+                marker = os.path.join(config["dir"], f"failed-{config['x']:.6f}")
+                if config["x"] < 0.5 and epoch == 2 and not os.path.exists(marker):
+                    open(marker, "w").close()
+                    raise RuntimeError("transient fault")  # once: the restart succeeds
+                if config["x"] >= 0.9:
+                    raise RuntimeError("permanent fault")  # every time
+                caviar.report({"epoch": epoch, "score": config["x"], "start": start},
+                              checkpoint={"epoch": epoch})
+    """)
+    )
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "flaky:train", "max_epochs": 3, "fixed": {"dir": str(tmp_path)}},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 10},
+            "max_failures": 2,
+        }
+    )
+    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    x = trials.set_index("trial_id")["param_x"]
+    permanent = x[x >= 0.9].index
+    flaky = x[x < 0.5].index
+    assert len(flaky) and len(permanent)
+    assert (trials.set_index("trial_id").loc[permanent, "status"] == "error").all()
+    assert (
+        trials.set_index("trial_id").loc[permanent, "error"].str.contains("permanent fault").all()
+    )
+    healthy = trials[trials["param_x"] < 0.9]
+    assert (healthy["status"] == "completed").all() and (healthy["epochs"] == 3).all()
+    # A flaky trial's epochs after the fault were trained by the restarted trial, which began
+    # from the epoch-1 checkpoint, not from epoch 0; and no epoch appears twice.
+    restarted = history[history["trial_id"].isin(flaky)].set_index(["trial_id", "epoch"])["start"]
+    assert (restarted.xs(3, level="epoch") == 1).all()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+
+
+def test_a_name_that_escapes_the_storage_root_is_refused(write_spec, tmp_path):
+    code = (
+        "import sys; from caviar.cli import main; rc = main(sys.argv[1:]); "
+        "assert 'ray' not in sys.modules; sys.exit(rc)"
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            str(write_spec()),
+            "--storage",
+            str(tmp_path / "r"),
+            "--name",
+            "../outside",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert (
+        "caviar: error: --name: expected a plain directory name, found '../outside'" in out.stderr
+    )
+    assert not (tmp_path / "outside").exists()
