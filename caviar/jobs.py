@@ -90,7 +90,6 @@ def submit(spec: SweepSpec, *, address: str | None, storage: str | None, name: s
             f"on shared storage (NFS) or an s3:// or gs:// URI, found {storage!r}"
         )
     name = name or f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    c = client(address)
     command = [
         "python",
         "-m",
@@ -104,7 +103,8 @@ def submit(spec: SweepSpec, *, address: str | None, storage: str | None, name: s
         "--name",
         name,
     ]
-    with _working_dir(spec) as wd:
+    with _working_dir(spec) as wd:  # local problems (an unimportable module) first
+        c = client(address)
         try:
             return c.submit_job(
                 entrypoint=shlex.join(command),
