@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+
+CAVIAR = [sys.executable, "-m", "caviar.cli"]
+
+
+def caviar_cli(*args: str, cwd=None, env=None, without_ray: bool = False):
+    """Run the `caviar` command as a user would. `without_ray` also checks that the process
+    never imported Ray: user errors must be found before any Ray process starts."""
+    if without_ray:
+        code = (
+            "import sys; from caviar.cli import main; rc = main(sys.argv[1:]); "
+            "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)"
+        )
+        command = [sys.executable, "-c", code, *args]
+    else:
+        command = [*CAVIAR, *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
+
 
 QUICK_SPEC = {
     "name": "t",

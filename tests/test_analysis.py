@@ -32,6 +32,7 @@ from matplotlib.text import Text
 from caviar import analysis, cli, results
 from caviar.errors import RunDirError
 from caviar.storage import Location
+from tests.conftest import caviar_cli
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -517,13 +518,7 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, fake_empty_run, capsys):
 
 
 def _caviar(*args: str, cwd: Path, env: dict) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "caviar.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-    )
+    out = caviar_cli(*args, cwd=cwd, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 

@@ -5,14 +5,12 @@ nodes, and leave complete Parquet results; the cluster's processes are stopped a
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import _local_cluster_module
+from tests.conftest import _local_cluster_module, caviar_cli
 
 pytestmark = pytest.mark.integration
 QUICKSTART = Path(__file__).resolve().parent.parent / "examples" / "quickstart.yaml"
@@ -32,13 +30,7 @@ def cluster():
 
 def caviar(cluster, *args, cwd, **env_vars):
     env = {**cluster.client_env(), "PYTHONUNBUFFERED": "1", **env_vars}
-    return subprocess.run(
-        [sys.executable, "-m", "caviar.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-    )
+    return caviar_cli(*args, cwd=cwd, env=env)
 
 
 def check_run(run_dir: Path) -> None:

@@ -1,23 +1,12 @@
 """`caviar submit` and the job commands: the refusals that need no cluster."""
 
-import subprocess
-import sys
-
 import pytest
 
-
-def caviar(*args, cwd, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "caviar.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-    )
+from tests.conftest import caviar_cli
 
 
 def test_an_unreachable_jobs_api_is_a_user_error(tmp_path):
-    out = caviar("jobs", "--address", "http://127.0.0.1:9", cwd=tmp_path)
+    out = caviar_cli("jobs", "--address", "http://127.0.0.1:9", cwd=tmp_path)
     assert out.returncode == 2
     assert (
         "caviar: error: --address: cannot reach the Jobs API at 'http://127.0.0.1:9'" in out.stderr
@@ -31,7 +20,7 @@ def test_the_jobs_api_address_is_required(tmp_path, monkeypatch, command):
         for k, v in __import__("os").environ.items()
         if k not in ("CAVIAR_JOBS_ADDRESS", "RAY_ADDRESS")
     }
-    out = caviar(*command, cwd=tmp_path, env=env)
+    out = caviar_cli(*command, cwd=tmp_path, env=env)
     assert out.returncode == 2
     assert (
         "--address: the cluster's Jobs API address is needed, e.g. http://HEAD:8265" in out.stderr
@@ -39,7 +28,7 @@ def test_the_jobs_api_address_is_required(tmp_path, monkeypatch, command):
 
 
 def test_submit_needs_storage_every_node_sees(write_spec, tmp_path):
-    out = caviar(
+    out = caviar_cli(
         "submit",
         str(write_spec()),
         "--address",
@@ -62,7 +51,7 @@ def test_submit_refuses_an_unimportable_train_module_before_contacting_the_clust
             "space": {"x": {"uniform": [0, 1]}},
         }
     )
-    out = caviar(
+    out = caviar_cli(
         "submit",
         str(spec),
         "--address",

@@ -1,6 +1,4 @@
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -8,7 +6,7 @@ import pytest
 from caviar.errors import SpecError
 from caviar.space import Float, Int
 from caviar.spec import load_spec, parse_spec, read_yaml, spec_to_dict
-from tests.conftest import QUICK_SPEC
+from tests.conftest import QUICK_SPEC, caviar_cli
 
 
 def problems(raw=None, **updates):
@@ -226,20 +224,10 @@ def test_data_file_parquet_needs_its_label_column(tmp_path):
     assert spec.train.label == "target"
 
 
-def run_cli(*args, cwd=None):
-    code = (
-        "import sys; from caviar.cli import main; rc = main(sys.argv[1:]); "
-        "assert 'ray' not in sys.modules, 'ray imported'; sys.exit(rc)"
-    )
-    return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd
-    )
-
-
 def test_cli_bad_spec_exits_2_with_one_line_per_problem_before_ray(write_spec):
     path = write_spec({"mode": "up", "budget": {"num_samples": 0}})
     for command in ("validate", "run"):
-        out = run_cli(command, str(path))
+        out = caviar_cli(command, str(path), without_ray=True)
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert lines == [
@@ -250,7 +238,7 @@ def test_cli_bad_spec_exits_2_with_one_line_per_problem_before_ray(write_spec):
 
 
 def test_cli_validate_ok(write_spec):
-    out = run_cli("validate", str(write_spec()))
+    out = caviar_cli("validate", str(write_spec()), without_ray=True)
     assert out.returncode == 0, out.stderr
     assert "ok: sweep 't', 8 trials of digits, searching lr, hidden, batch_size" in out.stdout
 
@@ -263,6 +251,8 @@ def test_cli_unimportable_user_function_exits_2_before_ray(write_spec, tmp_path)
             "metric": "score",
         }
     )
-    out = run_cli("run", str(path), "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    out = caviar_cli(
+        "run", str(path), "--storage", str(tmp_path / "runs"), cwd=tmp_path, without_ray=True
+    )
     assert out.returncode == 2
     assert "train.function: cannot import 'nosuchmodule:train' (ModuleNotFoundError" in out.stderr

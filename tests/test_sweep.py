@@ -2,19 +2,18 @@
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import pandas as pd
 import pytest
 
+from tests.conftest import CAVIAR, caviar_cli
+
 pytestmark = pytest.mark.integration
 
 
 def caviar(*args, cwd):
-    out = subprocess.run(
-        [sys.executable, "-m", "caviar.cli", *args], capture_output=True, text=True, cwd=cwd
-    )
+    out = caviar_cli(*args, cwd=cwd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return out.stdout
 
@@ -165,21 +164,8 @@ def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
             "budget": {"num_samples": 40},
         }
     )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "caviar.cli",
-            "run",
-            str(spec),
-            "--storage",
-            str(tmp_path / "runs"),
-            "--name",
-            "r",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
+    out = caviar_cli(
+        "run", str(spec), "--storage", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path
     )
     assert out.returncode == 2
     assert (
@@ -211,17 +197,7 @@ def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private
         }
     )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "caviar.cli",
-            "run",
-            str(spec),
-            "--storage",
-            str(tmp_path / "runs"),
-            "--name",
-            "r",
-        ],
+        [*CAVIAR, "run", str(spec), "--storage", str(tmp_path / "runs"), "--name", "r"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -286,25 +262,15 @@ def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_pat
 
 
 def test_a_name_that_escapes_the_storage_root_is_refused(write_spec, tmp_path):
-    code = (
-        "import sys; from caviar.cli import main; rc = main(sys.argv[1:]); "
-        "assert 'ray' not in sys.modules; sys.exit(rc)"
-    )
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            code,
-            "run",
-            str(write_spec()),
-            "--storage",
-            str(tmp_path / "r"),
-            "--name",
-            "../outside",
-        ],
-        capture_output=True,
-        text=True,
+    out = caviar_cli(
+        "run",
+        str(write_spec()),
+        "--storage",
+        str(tmp_path / "r"),
+        "--name",
+        "../outside",
         cwd=tmp_path,
+        without_ray=True,
     )
     assert out.returncode == 2
     assert (
