@@ -43,11 +43,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import yaml
 
 from caviar import results
 from caviar.errors import CaviarError, RunDirError
 from caviar.space import Choice, Domain, Fixed, Float, Int, parse_domain
+from caviar.spec import parse_yaml
 from caviar.storage import Location
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ def load(run_dir: str | Path | Location) -> Run:
         if (loc / results.REGIONS_FILE).is_file()
         else pd.DataFrame(columns=_REGION_COLUMNS)
     )
-    spec = _read_spec(loc)
+    spec = read_spec(loc)
     metric, mode = spec.get("metric"), spec.get("mode")
     if not metric or mode not in ("min", "max"):
         raise RunDirError(
@@ -166,14 +166,15 @@ def _no_results_message(loc: Location) -> str:
     )
 
 
-def _read_spec(loc: Location) -> dict[str, Any]:
+def read_spec(loc: Location) -> dict[str, Any]:
+    """A run's resolved spec, as plain data."""
     # spec.yaml is written first; the tables carry the same text in their metadata.
     if (loc / results.SPEC_FILE).is_file():
         text = (loc / results.SPEC_FILE).read_text()
     else:
         meta = pq.read_schema((loc / results.TRIALS_FILE).path, filesystem=loc.fs).metadata
         text = (meta or {}).get(b"caviar.spec", b"").decode()
-    spec = yaml.safe_load(text) if text else None
+    spec = parse_yaml(text) if text else None
     if not isinstance(spec, dict):
         raise RunDirError(
             f"{loc.uri}: no spec: {results.SPEC_FILE} is missing and the Parquet metadata has "

@@ -117,13 +117,13 @@ def _results(args: argparse.Namespace) -> None:
 
 def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     import pandas as pd
-    import yaml
 
-    from caviar.results import SPEC_FILE, leaderboard, load_trials
+    from caviar.analysis import read_spec
+    from caviar.results import leaderboard, load_trials
     from caviar.storage import Location
 
     trials = load_trials(run_dir)
-    spec = yaml.safe_load((Location.of(run_dir) / SPEC_FILE).read_text())
+    spec = read_spec(Location.of(run_dir))
     metric, mode = spec["metric"], spec["mode"]
     board = leaderboard(trials, metric, mode, top)
     if as_json:

@@ -260,9 +260,6 @@ class Space:
     def __iter__(self) -> Iterator[tuple[str, Domain]]:
         return iter(self.domains)
 
-    def __len__(self) -> int:
-        return len(self.domains)
-
     @property
     def names(self) -> list[str]:
         return [n for n, _ in self.domains]
@@ -280,11 +277,3 @@ class Space:
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
         return {name: d.sample(rng) for name, d in self.domains}
-
-    def from_unit(self, u: np.ndarray) -> dict[str, Any]:
-        """A config from one point of the unit cube over the searched parameters."""
-        values = iter(u)
-        return {
-            name: d.value if isinstance(d, Fixed) else d.from_unit(float(next(values)))
-            for name, d in self.domains
-        }

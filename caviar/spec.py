@@ -128,12 +128,17 @@ def read_yaml(path: str | Path) -> Any:
     if not path.is_file():
         raise SpecError(f"{path}: no such file; check the path to the sweep spec")
     try:
-        return yaml.load(path.read_text(), Loader=_Loader)
+        return parse_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{path}{where}: YAML syntax error: {problem}") from None
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text as data, with numbers like 1e-4 read as numbers."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def dump_yaml(data: Any) -> str:

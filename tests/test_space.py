@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from caviar.space import Choice, Fixed, Float, Int, Space, parse_domain
+from caviar.space import Choice, Fixed, Float, Int, parse_domain
 
 RNG = np.random.default_rng(0)
 
@@ -95,10 +95,3 @@ def test_unit_round_trip_and_raw_round_trip(domain):
 def test_bad_domains(raw, message):
     with pytest.raises(ValueError, match=message):
         parse_domain(raw)
-
-
-def test_space_from_unit_skips_fixed_values():
-    space = Space.from_dict({"a": Fixed(3), "lr": Float(1e-3, 1e-1, "log"), "n": Int(1, 3)})
-    assert space.searched == ["lr", "n"]
-    cfg = space.from_unit(np.array([0.5, 0.0]))
-    assert cfg == {"a": 3, "lr": pytest.approx(1e-2), "n": 1}
