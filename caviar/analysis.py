@@ -290,11 +290,7 @@ def asha_rungs(run: Run) -> list[float]:
     if sched.get("name") != "asha" or run.max_epochs < 1:
         return []
     grace, factor = float(sched.get("grace_period", 1)), float(sched.get("reduction_factor", 4))
-    rungs, rung = [], grace
-    while rung <= run.max_epochs * (1 + 1e-9) and factor > 1:
-        rungs.append(int(rung) if float(rung).is_integer() else rung)
-        rung *= factor
-    return rungs
+    return results.asha_rungs(grace, factor, run.max_epochs)
 
 
 def asha_summary(run: Run) -> AshaSummary:

@@ -206,11 +206,7 @@ class _Recorder:
         self.every_s, self.last = every_s, 0.0
         s = spec.scheduler
         self.rungs = (
-            [
-                int(s.grace_period * s.reduction_factor**k)
-                for k in range(64)
-                if s.grace_period * s.reduction_factor**k <= spec.train.max_epochs
-            ]
+            results.asha_rungs(s.grace_period, s.reduction_factor, spec.train.max_epochs)
             if s.name == "asha"
             else None
         )

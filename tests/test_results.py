@@ -8,6 +8,7 @@ from caviar.results import (
     TrialDir,
     TrialRecord,
     _collect_columns,
+    asha_rungs,
     build_tables,
     collect,
     dedupe,
@@ -223,3 +224,9 @@ def test_collect_falls_back_when_a_value_changes_type(tmp_path):
     assert _collect_columns(dirs, "acc", "max", 1, None) is None
     trials, history = collect(dirs, "acc", "max", 1)
     assert list(trials["best_acc"]) == [0.1, 0.2] and list(history["note"]) == ["text", 7]
+
+
+def test_asha_rungs_as_ray_places_them():
+    assert asha_rungs(3, 3, 27) == [3, 9, 27]
+    assert asha_rungs(1, 4, 20) == [1, 4, 16]
+    assert asha_rungs(1, 1.5, 3) == [1, 1.5, 2.25]  # no duplicates from rounding
