@@ -59,4 +59,5 @@ def test_non_finite_metric_ends_the_trial_as_diverged(bad):
 
 
 def test_outside_a_sweep_report_goes_to_a_default_session():
-    caviar.report({"epoch": 1, "loss": 0.3})  # no error: a notebook user can call it directly
+    caviar.report({"epoch": 1, "loss": 0.3})  # a notebook user can call it directly
+    assert session._session().results[-1] == {"epoch": 1, "loss": 0.3}
