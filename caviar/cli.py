@@ -9,7 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from caviar.errors import CaviarError
+from caviar.errors import CaviarError, Interrupted
 
 
 def _validate(args: argparse.Namespace) -> None:
@@ -38,6 +38,14 @@ def _run(args: argparse.Namespace) -> None:
     from caviar import driver
 
     run_dir = driver.run(spec, address=args.address, storage=args.storage, name=args.name)
+    _print_results(run_dir, top=5, as_json=False)
+    print(run_dir)
+
+
+def _resume(args: argparse.Namespace) -> None:
+    from caviar import driver
+
+    run_dir = driver.resume(args.run_dir, address=args.address)
     _print_results(run_dir, top=5, as_json=False)
     print(run_dir)
 
@@ -183,14 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a sweep; prints the run directory")
     r.add_argument("spec")
-    r.add_argument(
-        "--address",
-        help="Ray address ('auto' joins `ray start --head`); "
-        "default: RAY_ADDRESS, else a private local Ray",
+    ray_help = (
+        "Ray address ('auto' joins `ray start --head`); "
+        "default: RAY_ADDRESS, else a private local Ray"
     )
+    r.add_argument("--address", help=ray_help)
     r.add_argument("--storage", help="root directory for run directories (default ./caviar_runs)")
     r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
     r.set_defaults(func=_run)
+
+    c = sub.add_parser("resume", help="continue a sweep whose driver died or was stopped")
+    c.add_argument("run_dir", help="the run directory `caviar run` printed")
+    c.add_argument("--address", help=ray_help)
+    c.set_defaults(func=_resume)
 
     address_help = "the cluster's Jobs API, http://HEAD:8265 (default: $CAVIAR_JOBS_ADDRESS)"
     j = sub.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job")
@@ -264,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in e.problems:
             print(f"caviar: error: {problem}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        print(f"caviar: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("caviar: interrupted", file=sys.stderr)
         return 130

@@ -3,20 +3,27 @@ results into Parquet. This module and `caviar.session` are the only ones that ta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import json
+import logging
 import math
 import os
+import pickle
+import platform
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from caviar import catalog, results, session
-from caviar.errors import CaviarError, RunDirError
+from caviar.errors import CaviarError, Interrupted, RunDirError
 from caviar.searchers import Outcome, Searcher, searcher_class
-from caviar.spec import SweepSpec, dump_yaml, spec_to_dict
+from caviar.spec import SweepSpec, dump_yaml, parse_spec, parse_yaml, spec_to_dict
 from caviar.storage import Location
 
 # Ray Tune warns on every forced experiment snapshot, which per-epoch checkpoints trigger.
@@ -24,6 +31,8 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 # Ray logs every result as JSON, CSV and TensorBoard; caviar reads only the JSON (results.py),
 # so the others are turned off and the JSON logger is added back explicitly.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+# caviar handles SIGINT and SIGTERM itself (`_graceful_stop`), through Tune's SIGUSR1.
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 DEFAULT_STORAGE = "caviar_runs"
 
@@ -115,23 +124,23 @@ def _tune_searcher(searcher: Searcher, max_epochs: int) -> Any:
             best = self.best.pop(trial_id, None)
             searcher.on_trial_complete(trial_id, Outcome(status, value, best, epoch))
 
+        # Ray saves this with every experiment snapshot and restores it on `caviar resume`.
         def save(self, checkpoint_path: str) -> None:
-            import pickle
-
+            state = {"searcher": searcher.state_dict(), "last": self.last, "best": self.best}
             with open(checkpoint_path, "wb") as f:
-                pickle.dump(searcher.state_dict(), f)
+                pickle.dump(state, f)
 
         def restore(self, checkpoint_path: str) -> None:
-            import pickle
-
             with open(checkpoint_path, "rb") as f:
-                searcher.load_state_dict(pickle.load(f))
+                state = pickle.load(f)
+            searcher.load_state_dict(state["searcher"])
+            self.last, self.best = state["last"], state["best"]
 
     return TuneSearcher()
 
 
-def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
-    """ASHA or FIFO; ids of trials ASHA stops before max_epochs are added to `stopped`."""
+def _scheduler(spec: SweepSpec) -> Any:
+    """ASHA (recording the trials it stops before max_epochs) or FIFO."""
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     s, max_epochs = spec.scheduler, spec.train.max_epochs
@@ -139,11 +148,15 @@ def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
         return FIFOScheduler()
 
     class RecordingASHA(ASHAScheduler):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.stopped: set[str] = set()  # in the scheduler's state, so it is saved with it
+
         def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
             decision = super().on_trial_result(tune_controller, trial, result)
             final = result.get(session.FINAL) or result.get("epoch", max_epochs) >= max_epochs
             if decision == self.STOP and not final:
-                stopped.add(trial.trial_id)
+                self.stopped.add(trial.trial_id)
             return decision
 
     return RecordingASHA(
@@ -153,6 +166,31 @@ def _scheduler(spec: SweepSpec, stopped: set[str]) -> Any:
         reduction_factor=s.reduction_factor,
         brackets=s.brackets,
     )
+
+
+def _scheduler_state(scheduler: Any) -> Any:
+    """Ray saves the searcher's and the callbacks' state with each experiment snapshot, but not
+    the scheduler's. This callback carries ASHA's rung records (and the trials it stopped) in
+    that same snapshot, through ASHA's own save/restore, so a resumed sweep keeps its
+    early-stopping decisions instead of promoting every trial until the rungs fill again."""
+    import tempfile
+
+    from ray.tune import Callback
+
+    class SchedulerState(Callback):
+        def get_state(self) -> dict:
+            with tempfile.TemporaryDirectory(prefix="caviar-") as d:
+                path = os.path.join(d, "scheduler.pkl")
+                scheduler.save(path)
+                return {"scheduler": Path(path).read_bytes()}
+
+        def set_state(self, state: dict) -> None:
+            with tempfile.TemporaryDirectory(prefix="caviar-") as d:
+                path = os.path.join(d, "scheduler.pkl")
+                Path(path).write_bytes(state["scheduler"])
+                scheduler.restore(path)
+
+    return SchedulerState()
 
 
 class _Abort:
@@ -196,11 +234,11 @@ class _Recorder:
         spec: SweepSpec,
         spec_yaml: str,
         searcher: Searcher,
-        stopped: set[str],
+        scheduler: Any,
         environment: dict[str, str],
         every_s: float = 10.0,
     ):
-        self.run_dir, self.spec, self.searcher, self.stopped = run_dir, spec, searcher, stopped
+        self.run_dir, self.spec, self.searcher, self.scheduler = run_dir, spec, searcher, scheduler
         self.spec_yaml = spec_yaml
         self.metadata = {"caviar.seed": str(spec.seed), **environment}
         self.every_s, self.last = every_s, 0.0
@@ -212,6 +250,7 @@ class _Recorder:
         )
 
     def write(self, trials: Any) -> None:
+        stopped = getattr(self.scheduler, "stopped", set())  # ASHA's; a resume replaces it
         trials_df, history_df = results.collect(
             [
                 results.TrialDir(
@@ -219,7 +258,7 @@ class _Recorder:
                     self.run_dir / results.RAY_DIR / trial_id,
                     config,
                     self.searcher.round_of(trial_id),
-                    trial_id in self.stopped,
+                    trial_id in stopped,
                     errored,
                 )
                 for trial_id, config, errored in trials
@@ -249,8 +288,6 @@ class _Recorder:
 def _environment(spec: SweepSpec) -> dict[str, str]:
     """Versions and hardware, for the Parquet files' metadata."""
     import importlib.metadata as md
-    import json
-    import platform
 
     import ray
 
@@ -292,8 +329,20 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
         """One line per finished trial: counts, the best so far, and an ETA."""
 
         def __init__(self) -> None:
-            self.done = self.stopped_early = 0
+            self.done = self.stopped_early = self.done_before = 0
             self.best, self.started = None, time.monotonic()
+
+        # Saved with each experiment snapshot: a resumed sweep goes on counting.
+        def get_state(self) -> dict:
+            return {"done": self.done, "stopped_early": self.stopped_early, "best": self.best}
+
+        def set_state(self, state: dict) -> None:
+            self.done, self.stopped_early, self.best = (
+                state["done"],
+                state["stopped_early"],
+                state["best"],
+            )
+            self.done_before = self.done
 
         def _line(self, trials: list, trial: Any, status: str) -> None:
             self.done += 1
@@ -304,7 +353,7 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
                 self.best = value if self.best is None else better(self.best, value)
             elapsed = time.monotonic() - self.started
             running = sum(t.status == "RUNNING" for t in trials)
-            eta = elapsed / self.done * (total - self.done)
+            eta = elapsed / (self.done - self.done_before) * (total - self.done)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
             best = f"{self.best:.4g}" if self.best is not None else "-"
             print(
@@ -383,6 +432,68 @@ def _check_shared_storage(run_dir: Location) -> None:
         )
 
 
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[list[int]]:
+    """SIGINT (Ctrl-C) and SIGTERM end the sweep as Tune's own stop signal (SIGUSR1) does:
+    running trials stop, and the experiment state is saved with them still unfinished, so a
+    resume continues them. A second signal acts at once. Yields the signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signal handlers belong to the main thread
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        for s, h in previous.items():
+            signal.signal(s, h)
+        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's loop is running
+            os.kill(os.getpid(), signal.SIGUSR1)
+        else:  # Tune has not started its loop: nothing to save yet
+            raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, handler) for s in stops}
+    previous[signal.SIGUSR1] = signal.getsignal(signal.SIGUSR1)
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+_CLAIM_FILE = ".caviar-driver.json"
+
+
+@contextlib.contextmanager
+def _claim(run_dir: Location) -> Iterator[None]:
+    """One driver per run directory: a second `caviar resume` of a sweep whose driver is still
+    alive on this machine is refused. A driver that was killed leaves its claim behind, which
+    the next one takes over."""
+    claim = run_dir / _CLAIM_FILE
+    me = {"host": platform.node(), "pid": os.getpid()}
+    if claim.exists():
+        other = json.loads(claim.read_text())
+        if other["host"] == me["host"] and _caviar_alive(other["pid"]):
+            raise RunDirError(
+                f"{run_dir.uri}: a caviar driver (pid {other['pid']}) is still running this "
+                "sweep; wait for it, or stop it (Ctrl-C or kill PID) and resume"
+            )
+    claim.write_text(json.dumps(me))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            claim.fs.delete_file(claim.path)
+
+
+def _caviar_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"caviar" in cmdline
+
+
 def run(
     spec: SweepSpec,
     *,
@@ -395,73 +506,122 @@ def run(
     if run_dir.is_nonempty_dir():
         raise RunDirError(
             f"{run_dir.uri}: already exists and is not empty; pass another --name (two sweeps "
-            "never share a run directory)"
+            f"never share a run directory), or continue it with: caviar resume {run_dir.uri}"
         )
-    search_path = os.getcwd()
     if spec.train.function:
-        load_function(spec.train.function, search_path)  # fail before Ray starts
-
+        load_function(spec.train.function, os.getcwd())  # fail before Ray starts
     run_dir.check_writable()
     spec_yaml = dump_yaml(spec_to_dict(spec))
     (run_dir / results.SPEC_FILE).write_text(spec_yaml)
+    return _sweep(spec, spec_yaml, run_dir, address, resume=False)
 
+
+def resume(run_dir: str, *, address: str | None = None) -> str:
+    """Continue a sweep whose driver died or was stopped, from its last saved state: finished
+    trials are kept, unfinished ones continue from their latest checkpoints, the searcher and
+    ASHA go on from where they were. Returns the run directory."""
+    loc = Location.of(run_dir)
+    if not (loc / results.SPEC_FILE).is_file():
+        raise RunDirError(
+            f"{loc.uri}: not a caviar run directory (no {results.SPEC_FILE}); pass the "
+            "directory `caviar run` printed"
+        )
+    spec_yaml = (loc / results.SPEC_FILE).read_text()
+    spec = parse_spec(parse_yaml(spec_yaml))
+    if spec.train.function:
+        load_function(spec.train.function, os.getcwd())
+    # No experiment state: the driver died before Ray saved any, so nothing ran; start over.
+    saved = any(n.startswith("experiment_state-") for n in (loc / results.RAY_DIR).names())
+    return _sweep(spec, spec_yaml, loc, address, resume=saved)
+
+
+class _DeletedCheckpointNoise(logging.Filter):
+    """After a resume, Ray's checkpoint retention (checkpoint.keep) tries to delete each old
+    checkpoint that the dead driver had already deleted after its last snapshot, and logs a
+    traceback for the missing directory. The trial is unaffected; the traceback is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (
+            isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg)
+        )
+
+
+def _sweep(
+    spec: SweepSpec, spec_yaml: str, run_dir: Location, address: str | None, resume: bool
+) -> str:
     import ray
     from ray import tune
     from ray.tune.logger import JsonLoggerCallback
 
+    search_path = os.getcwd()
+    if resume:
+        logging.getLogger("ray.tune.execution.tune_controller").addFilter(_DeletedCheckpointNoise())
     _init_ray(address)
     try:
-        _check_shared_storage(run_dir)
-        searcher = searcher_class(spec.searcher.name)(
-            spec.trial_space(),
-            spec.metric,
-            spec.mode,
-            spec.budget.num_samples,
-            spec.seed,
-            spec.searcher.options,
-        )
-        stopped: set[str] = set()  # trials ASHA stopped before max_epochs
-        abort = _Abort()
-        recorder = _Recorder(run_dir, spec, spec_yaml, searcher, stopped, _environment(spec))
-        # Without a concurrency limit Ray gives a custom searcher one pending trial at a time.
-        # The cluster's capacity is checked either way: a trial that fits no node would hang.
-        capacity = _default_concurrency(spec)
-        concurrency = spec.budget.max_concurrent or capacity
-        search_alg = tune.search.ConcurrencyLimiter(
-            _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
-        )
-        tuner = tune.Tuner(
-            make_trainable(spec, search_path),
-            tune_config=tune.TuneConfig(
-                metric=spec.metric,
-                mode=spec.mode,
-                search_alg=search_alg,
-                scheduler=_scheduler(spec, stopped),
-                num_samples=spec.budget.num_samples,
-                time_budget_s=spec.budget.time_budget_s,
-                # Per-trial overhead is a product feature: a fresh actor per trial costs ~1 s.
-                reuse_actors=True,
-                trial_dirname_creator=lambda t: t.trial_id,
-            ),
-            run_config=tune.RunConfig(
-                name=results.RAY_DIR,
-                storage_path=run_dir.uri,
-                verbose=0,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
-                # A failed trial restarts from its latest checkpoint, up to max_failures times.
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=[JsonLoggerCallback(), _progress_callback(spec, abort, recorder)],
-                stop=abort.stopper(),
-            ),
-        )
-        print(
-            f"caviar: sweep {spec.name}: {spec.budget.num_samples} trials, "
-            f"{concurrency} at a time, run dir {run_dir.uri}",
-            flush=True,
-        )
-        grid = tuner.fit()
-        # The final tables come from the ResultGrid: every trial of the experiment, no other.
-        recorder.write((Path(r.path).name, r.config, r.error is not None) for r in grid)
+        with _claim(run_dir):
+            _check_shared_storage(run_dir)
+            searcher = searcher_class(spec.searcher.name)(
+                spec.trial_space(),
+                spec.metric,
+                spec.mode,
+                spec.budget.num_samples,
+                spec.seed,
+                spec.searcher.options,
+            )
+            scheduler = _scheduler(spec)
+            abort = _Abort()
+            recorder = _Recorder(run_dir, spec, spec_yaml, searcher, scheduler, _environment(spec))
+            callbacks = [JsonLoggerCallback(), _progress_callback(spec, abort, recorder)]
+            if spec.scheduler.name == "asha":
+                callbacks.append(_scheduler_state(scheduler))
+            # Without a concurrency limit Ray gives a custom searcher one pending trial at a
+            # time. The cluster's capacity is checked either way: a trial that fits no node
+            # would hang.
+            capacity = _default_concurrency(spec)
+            concurrency = spec.budget.max_concurrent or capacity
+            search_alg = tune.search.ConcurrencyLimiter(
+                _tune_searcher(searcher, spec.train.max_epochs), max_concurrent=concurrency
+            )
+            print(
+                f"caviar: {'resuming' if resume else 'sweep'} {spec.name}: "
+                f"{spec.budget.num_samples} trials, {concurrency} at a time, "
+                f"run dir {run_dir.uri}",
+                flush=True,
+            )
+            # tune.run rather than Tuner: on resume it takes fresh searcher, scheduler and
+            # callback objects (whose state Ray then restores), where Tuner.restore would
+            # unpickle copies of the first run's, cut off from this driver.
+            with _graceful_stop() as signals:
+                analysis = tune.run(
+                    make_trainable(spec, search_path),
+                    name=results.RAY_DIR,
+                    storage_path=run_dir.uri,
+                    metric=spec.metric,
+                    mode=spec.mode,
+                    search_alg=search_alg,
+                    scheduler=scheduler,
+                    num_samples=spec.budget.num_samples,
+                    time_budget_s=spec.budget.time_budget_s,
+                    # Per-trial overhead is a product feature: a fresh actor costs ~1 s.
+                    reuse_actors=True,
+                    trial_dirname_creator=lambda t: t.trial_id,
+                    verbose=0,
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+                    # A failed trial restarts from its latest checkpoint, up to max_failures.
+                    max_failures=spec.max_failures,
+                    callbacks=callbacks,
+                    stop=abort.stopper(),
+                    raise_on_failed_trial=False,
+                    resume_config=tune.ResumeConfig() if resume else None,
+                )
+            # The tables come from the experiment's trials: stray trial folders (from a
+            # driver that died between snapshots) are left out.
+            trials = analysis.trials
+            recorder.write((t.trial_id, t.config, t.status == "ERROR") for t in trials)
+        if signals:
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+            raise Interrupted(signals[0], run_dir.uri, done, spec.budget.num_samples)
         try:  # the catalog is a convenience: it never fails a finished sweep
             catalog.publish(run_dir)
         except (CaviarError, OSError) as e:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import signal
 from collections.abc import Iterable
 
 
@@ -29,3 +30,14 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     close = [o for o in options if o.startswith(word) or word.startswith(o)]
     close = close or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+class Interrupted(Exception):
+    """A sweep stopped by a signal, its state saved: `caviar resume` continues it."""
+
+    def __init__(self, signum: int, run_dir: str, done: int, total: int):
+        self.signum, self.run_dir = signum, run_dir
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}: {done} of {total} trials finished, "
+            f"results so far in {run_dir}; continue with: caviar resume {run_dir}"
+        )

@@ -2,7 +2,8 @@
 
 ``trials.parquet``: one row per trial. ``history.parquet``: one row per (trial_id, epoch).
 Both are built from Ray's per-trial result files, de-duplicated on (trial_id, epoch) because
-Ray replays results after a restore, and written atomically (temporary file, then rename).
+Ray replays results after a restore (`dedupe`), and written atomically (temporary file, then
+rename).
 """
 
 from __future__ import annotations
@@ -107,9 +108,17 @@ def _best(values: Iterable[Any], mode: str) -> float | None:
 
 
 def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One result per epoch, the last reported one winning, ordered by epoch."""
-    by_epoch = {int(r["epoch"]): r for r in history if "epoch" in r}
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    """One result per epoch, ordered by epoch. A trial restored from its epoch-k checkpoint
+    reports k+1 again: that report supersedes every earlier one at epoch k+1 or later, which
+    the run it replaces may have reported past the checkpoint before it died."""
+    kept: list[dict[str, Any]] = []
+    for r in history:
+        if "epoch" not in r:
+            continue
+        while kept and int(kept[-1]["epoch"]) >= int(r["epoch"]):
+            kept.pop()
+        kept.append(r)
+    return kept
 
 
 def _trial_row(
@@ -258,7 +267,10 @@ def _collect_columns(
         trial_index = np.repeat(np.arange(len(ids)), counts)
         keys = pd.DataFrame({"t": trial_index, "epoch": epoch.to_pandas()})
         keys = keys[keys["epoch"].notna()]
-        keys = keys[~keys.duplicated(["t", "epoch"], keep="last")]  # the last report wins
+        # As `dedupe`: a report is kept if every later report of its trial is at a later epoch.
+        later = keys.iloc[::-1].groupby("t")["epoch"].cummin().iloc[::-1]
+        later = later.groupby(keys["t"]).shift(-1)
+        keys = keys[later.isna() | (keys["epoch"] < later)]
         order = keys.sort_values(["t", "epoch"], kind="stable").index.to_numpy()
         rows = table.set_column(table.schema.get_field_index("epoch"), "epoch", epoch).take(order)
         row_trial = trial_index[order]

@@ -54,10 +54,15 @@ class Location:
         return self.fs.get_file_info(self.path).type == pafs.FileType.File
 
     def is_nonempty_dir(self) -> bool:
-        info = self.fs.get_file_info(self.path)
-        if info.type != pafs.FileType.Directory:
-            return False
-        return bool(self.fs.get_file_info(pafs.FileSelector(self.path)))
+        return bool(self.names())
+
+    def names(self) -> list[str]:
+        """The names in this directory; empty if it does not exist."""
+        if self.fs.get_file_info(self.path).type != pafs.FileType.Directory:
+            return []
+        return [
+            posixpath.basename(i.path) for i in self.fs.get_file_info(pafs.FileSelector(self.path))
+        ]
 
     def mkdir(self) -> None:
         self.fs.create_dir(self.path, recursive=True)

@@ -52,8 +52,16 @@ def test_status_rule():
 
 
 def test_dedupe_keeps_the_last_report_of_each_epoch_in_order():
-    rows = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}, {"epoch": 1, "v": 3}, {"epoch": 3, "v": 4}]
-    assert dedupe(rows) == [{"epoch": 1, "v": 3}, {"epoch": 2, "v": 2}, {"epoch": 3, "v": 4}]
+    rows = [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 2}, {"epoch": 2, "v": 3}, {"epoch": 3, "v": 4}]
+    assert dedupe(rows) == [{"epoch": 1, "v": 1}, {"epoch": 2, "v": 3}, {"epoch": 3, "v": 4}]
+
+
+def test_a_replay_from_a_checkpoint_supersedes_what_the_dead_run_reported_past_it():
+    # Reported up to epoch 5, died; restored from the epoch-2 checkpoint, stopped at epoch 4.
+    rows = [{"epoch": e, "run": 1} for e in (1, 2, 3, 4, 5)] + [
+        {"epoch": e, "run": 2} for e in (3, 4)
+    ]
+    assert [(r["epoch"], r["run"]) for r in dedupe(rows)] == [(1, 1), (2, 1), (3, 2), (4, 2)]
 
 
 def test_tables_follow_the_documented_schema():
@@ -174,7 +182,7 @@ def _trial_dirs(root, files, errors=()):
 
 
 EDGE_CASES = {
-    "t1": [{"epoch": e, "acc": 0.1 * e, "config": {"lr": 0.1}} for e in (1, 2, 1, 3)],
+    "t1": [{"epoch": e, "acc": 0.1 * e, "config": {"lr": 0.1}} for e in (1, 2, 3, 2, 3)],
     "t2": [
         {
             "epoch": 1,
@@ -190,6 +198,8 @@ EDGE_CASES = {
         {"epoch": e, "acc": -float("inf") if e == 2 else 0.2, "config": {"lr": 0.3}} for e in (1, 2)
     ],
     "t6": [],  # never started: no results, no error, no config
+    # Reported 1-3, restored from the epoch-1 checkpoint, reported 2 and stopped: 3 is stale.
+    "t7": [{"epoch": e, "acc": 0.1 * e, "config": {"lr": 0.4}} for e in (1, 2, 3, 2)],
 }
 
 
@@ -201,15 +211,17 @@ def test_collect_in_columns_gives_the_tables_of_the_per_line_path(tmp_path, mode
     for got, want in zip(fast, slow, strict=True):
         pd.testing.assert_frame_equal(got, want, check_dtype=False)
     trials, history = fast
-    assert list(trials["trial_id"]) == ["t1", "t2", "t3", "t4", "t5"]
+    assert list(trials["trial_id"]) == ["t1", "t2", "t3", "t4", "t5", "t7"]
     assert list(trials["status"]) == [
         "completed",
         "diverged",
         "early_stopped",
         "error",
         "early_stopped",
+        "early_stopped",
     ]
-    assert list(history[history.trial_id == "t1"]["epoch"]) == [1, 2, 3]  # replayed epoch once
+    assert list(history[history.trial_id == "t1"]["epoch"]) == [1, 2, 3]  # replayed epochs once
+    assert list(history[history.trial_id == "t7"]["epoch"]) == [1, 2]
     assert trials.set_index("trial_id").loc["t1", "best_acc"] == pytest.approx(
         0.3 if mode == "max" else 0.1
     )
