@@ -250,6 +250,7 @@ class _Recorder:
         )
 
     def write(self, trials: Any) -> None:
+        """`trials`: (trial id, config, Ray's status) of each trial of the experiment."""
         stopped = getattr(self.scheduler, "stopped", set())  # ASHA's; a resume replaces it
         trials_df, history_df = results.collect(
             [
@@ -259,9 +260,10 @@ class _Recorder:
                     config,
                     self.searcher.round_of(trial_id),
                     trial_id in stopped,
-                    errored,
+                    status == "ERROR",
+                    status not in ("TERMINATED", "ERROR"),
                 )
-                for trial_id, config, errored in trials
+                for trial_id, config, status in trials
             ],
             self.spec.metric,
             self.spec.mode,
@@ -280,9 +282,7 @@ class _Recorder:
 
     def maybe_write(self, trials: list) -> None:
         if time.monotonic() - self.last >= self.every_s:
-            self.write(
-                (t.trial_id, t.config, t.status == "ERROR") for t in trials if t.status != "PENDING"
-            )
+            self.write((t.trial_id, t.config, t.status) for t in trials if t.status != "PENDING")
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:
@@ -331,6 +331,9 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
         def __init__(self) -> None:
             self.done = self.stopped_early = self.done_before = 0
             self.best, self.started = None, time.monotonic()
+            # Started and not ended: Ray marks them TERMINATED when an interrupted sweep
+            # shuts down, but they are unfinished (and a resume continues them).
+            self.in_flight: set[str] = set()
 
         # Saved with each experiment snapshot: a resumed sweep goes on counting.
         def get_state(self) -> dict:
@@ -363,12 +366,17 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
                 flush=True,
             )
 
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.in_flight.add(trial.trial_id)
+
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.in_flight.discard(trial.trial_id)
             last = trial.last_result or {}
             self._line(trials, trial, results.trial_status(last, False, spec.train.max_epochs))
             recorder.maybe_write(trials)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.in_flight.discard(trial.trial_id)
             self._line(trials, trial, "error")
             abort.check(trial)
             recorder.maybe_write(trials)
@@ -441,18 +449,15 @@ def _graceful_stop() -> Iterator[list[int]]:
     if threading.current_thread() is not threading.main_thread():
         yield received  # signal handlers belong to the main thread
         return
-    stops = (signal.SIGINT, signal.SIGTERM)
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
-        for s, h in previous.items():
-            signal.signal(s, h)
-        if callable(signal.getsignal(signal.SIGUSR1)):  # Tune's loop is running
-            os.kill(os.getpid(), signal.SIGUSR1)
-        else:  # Tune has not started its loop: nothing to save yet
+        if len(received) == 1 and callable(signal.getsignal(signal.SIGUSR1)):
+            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's loop is running: end it
+        else:  # a second signal, or Tune's loop has not started: stop now
             raise KeyboardInterrupt
 
-    previous = {s: signal.signal(s, handler) for s in stops}
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.getsignal(signal.SIGUSR1)
     try:
         yield received
@@ -557,9 +562,9 @@ def _sweep(
     search_path = os.getcwd()
     if resume:
         logging.getLogger("ray.tune.execution.tune_controller").addFilter(_DeletedCheckpointNoise())
-    _init_ray(address)
-    try:
-        with _claim(run_dir):
+    with _claim(run_dir):
+        _init_ray(address)
+        try:
             _check_shared_storage(run_dir)
             searcher = searcher_class(spec.searcher.name)(
                 spec.trial_space(),
@@ -572,7 +577,8 @@ def _sweep(
             scheduler = _scheduler(spec)
             abort = _Abort()
             recorder = _Recorder(run_dir, spec, spec_yaml, searcher, scheduler, _environment(spec))
-            callbacks = [JsonLoggerCallback(), _progress_callback(spec, abort, recorder)]
+            progress = _progress_callback(spec, abort, recorder)
+            callbacks = [JsonLoggerCallback(), progress]
             if spec.scheduler.name == "asha":
                 callbacks.append(_scheduler_state(scheduler))
             # Without a concurrency limit Ray gives a custom searcher one pending trial at a
@@ -617,19 +623,19 @@ def _sweep(
                 )
             # The tables come from the experiment's trials: stray trial folders (from a
             # driver that died between snapshots) are left out.
-            trials = analysis.trials
-            recorder.write((t.trial_id, t.config, t.status == "ERROR") for t in trials)
-        if signals:
-            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-            raise Interrupted(signals[0], run_dir.uri, done, spec.budget.num_samples)
-        try:  # the catalog is a convenience: it never fails a finished sweep
-            catalog.publish(run_dir)
-        except (CaviarError, OSError) as e:
-            print(f"caviar: {run_dir.uri} not added to the catalog: {e}", file=sys.stderr)
-        if abort.reason:
-            raise CaviarError(
-                [abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"]
-            )
-    finally:
-        ray.shutdown()
+            status = {t.trial_id: t.status for t in analysis.trials}
+            if signals:
+                status.update(dict.fromkeys(progress.in_flight, "RUNNING"))
+            recorder.write((t.trial_id, t.config, status[t.trial_id]) for t in analysis.trials)
+        finally:
+            ray.shutdown()
+    if signals:
+        done = sum(s in ("TERMINATED", "ERROR") for s in status.values())
+        raise Interrupted(signals[0], run_dir.uri, done, spec.budget.num_samples)
+    try:  # the catalog is a convenience: it never fails a finished sweep
+        catalog.publish(run_dir)
+    except (CaviarError, OSError) as e:
+        print(f"caviar: {run_dir.uri} not added to the catalog: {e}", file=sys.stderr)
+    if abort.reason:
+        raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"])
     return run_dir.uri

@@ -68,6 +68,13 @@ class TrialRecord:
     error: str | None = None
     round: int = 0
     stopped_by_asha: bool = False
+    running: bool = False
+    """Not ended when the tables were written (a sweep in progress, or interrupted)."""
+
+
+UNFINISHED = "unfinished"
+"""The status of a trial that had not ended when the tables were written; a finished sweep has
+none, a running or interrupted one may."""
 
 
 def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
@@ -132,7 +139,9 @@ def _trial_row(
     """A trial's row in trials.parquet, from its last report and its best metric value."""
     return {
         "trial_id": rec.trial_id,
-        "status": trial_status(last, rec.error is not None, max_epochs),
+        "status": UNFINISHED
+        if rec.running
+        else trial_status(last, rec.error is not None, max_epochs),
         "round": rec.round,
         "epochs": int(last["epoch"]) if last else 0,
         "stopped_by_asha": rec.stopped_by_asha,
@@ -195,6 +204,18 @@ class TrialDir:
     errored: bool | None = None
     """The trial ended in error. None: judge by its error file; but Ray keeps that file when a
     retry from the checkpoint then succeeds, so the driver passes the trial's final state."""
+    running: bool = False
+
+    def record(self, history: list[dict[str, Any]], error: str | None) -> TrialRecord:
+        return TrialRecord(
+            self.trial_id,
+            self.config or {},
+            history,
+            error,
+            self.round,
+            self.stopped_by_asha,
+            self.running,
+        )
 
     def error_of(self, text: str | None) -> str | None:
         return text if (self.errored if self.errored is not None else text is not None) else None
@@ -218,9 +239,7 @@ def collect(
         history, error = read_trial_dir(t.path)
         error = t.error_of(error)
         if history or error is not None or t.config:
-            records.append(
-                TrialRecord(t.trial_id, t.config or {}, history, error, t.round, t.stopped_by_asha)
-            )
+            records.append(t.record(history, error))
     return build_tables(records, metric, mode, max_epochs, rungs)
 
 
@@ -287,9 +306,7 @@ def _collect_columns(
             best = {ids[t]: None if pd.isna(v) else float(v) for t, v in by_trial.items()}
     rows_out = [
         _trial_row(
-            TrialRecord(
-                t.trial_id, t.config or {}, [], errors[t.trial_id], t.round, t.stopped_by_asha
-            ),
+            t.record([], errors[t.trial_id]),
             last.get(t.trial_id),
             best.get(t.trial_id),
             metric,
@@ -418,8 +435,10 @@ def check_schema(path: Location) -> None:
 def leaderboard(
     trials: pd.DataFrame, metric: str, mode: str, top: int | None = None
 ) -> pd.DataFrame:
-    """Healthy trials (completed or stopped early) ranked by their best metric, best first."""
+    """Healthy trials (completed, stopped early, or still running in the tables of a sweep in
+    progress) ranked by their best metric, best first."""
     col = f"best_{metric}"
-    ok = trials[trials["status"].isin(["completed", "early_stopped"]) & trials[col].notna()]
+    healthy = ["completed", "early_stopped", UNFINISHED]
+    ok = trials[trials["status"].isin(healthy) & trials[col].notna()]
     ranked = ok.sort_values(col, ascending=(mode == "min"), kind="stable")
     return ranked.head(top) if top else ranked

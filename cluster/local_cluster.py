@@ -123,7 +123,7 @@ def _environ_has(pid: int, marker: bytes) -> bool:
         return False
 
 
-def _members(sids: set[int], marker: str) -> list[int]:
+def session_members(sids: set[int], marker: str) -> list[int]:
     """Live pids in one of the sessions `sids` that carry our `marker` variable.
 
     Each `ray start` leads a session of its own, and everything it spawns stays in it however
@@ -140,7 +140,7 @@ def _members(sids: set[int], marker: str) -> list[int]:
     return pids
 
 
-def _signal(pids: list[int], sig: int) -> None:
+def send_signal(pids: list[int], sig: int) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
@@ -344,7 +344,19 @@ class LocalCluster:
 
     def alive_pids(self) -> list[int]:
         """Every live process this cluster started: the `ray start`s and all they spawned."""
-        return _members({n.pid for n in self.nodes}, self.marker) if self.nodes else []
+        return session_members({n.pid for n in self.nodes}, self.marker) if self.nodes else []
+
+    def raylet_pid(self, role: str) -> int:
+        """The raylet of node `role` ("head", "worker-<i>"): for fault injection, kill it."""
+        node = next(n for n in self.nodes if n.role == role)
+        for pid in session_members({node.pid}, self.marker):
+            try:
+                argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if argv0.endswith(b"/raylet"):
+                return pid
+        raise ClusterError(f"{role}: no raylet process found")
 
     def stop(self, timeout: float = 20.0, *, remove_temp_dir: bool | None = None) -> None:
         """Stop our nodes, workers first; only the processes this cluster started.
@@ -356,15 +368,15 @@ class LocalCluster:
         sids = {n.pid for n in self.nodes}
         for role_is_head in (False, True):
             group = [n for n in self.nodes if (n.role == "head") == role_is_head and _is_ours(n)]
-            _signal([n.pid for n in group], signal.SIGTERM)
+            send_signal([n.pid for n in group], signal.SIGTERM)
             self._wait_gone({n.pid for n in group}, timeout)
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            left = _members(sids, self.marker) if sids else []
+            left = session_members(sids, self.marker) if sids else []
             if not left:
                 break
-            _signal(left, sig)
+            send_signal(left, sig)
             self._wait_gone(sids, 5.0)
-        left = _members(sids, self.marker) if sids else []
+        left = session_members(sids, self.marker) if sids else []
         if left:
             raise ClusterError(f"processes still alive after SIGKILL: {left}")
         self.nodes = []
@@ -392,7 +404,7 @@ class LocalCluster:
         while True:
             for p in self._popen.values():
                 p.poll()  # reap our own children, so they do not linger as zombies
-            if not sids or not _members(sids, self.marker) or time.monotonic() > deadline:
+            if not sids or not session_members(sids, self.marker) or time.monotonic() > deadline:
                 return
             time.sleep(0.1)
 

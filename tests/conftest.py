@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +29,49 @@ def caviar_cli(*args: str, cwd=None, env=None, without_ray: bool = False):
     else:
         command = [*CAVIAR, *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
+
+
+class CaviarProcess:
+    """`caviar ...` running in a session of its own, output to a file: a test can signal it,
+    or kill it and every process it started (its embedded Ray), by PID."""
+
+    def __init__(self, *args: str, cwd: Path, env: dict | None = None):
+        self.marker = f"{cwd}/{uuid.uuid4().hex}"
+        self.out = cwd / f"caviar-{uuid.uuid4().hex[:8]}.out"
+        env = {**(env if env is not None else os.environ), "CAVIAR_TEST_PROCESS": self.marker}
+        with open(self.out, "w") as out:
+            self.popen = subprocess.Popen(
+                [*CAVIAR, *args],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.out.read_text()
+
+    def wait(self) -> int:
+        return self.popen.wait()
+
+    def kill(self) -> None:
+        """kill -9 the driver, then whatever it started that is still alive, as if its machine
+        had died; return when all are gone."""
+        lc = _local_cluster_module()
+        self.popen.kill()
+        self.popen.wait()
+        marker = f"CAVIAR_TEST_PROCESS={self.marker}"
+        while left := lc.session_members({self.popen.pid}, marker):
+            lc.send_signal(left, signal.SIGKILL)
+            time.sleep(0.1)
+
+    def alive(self) -> list[int]:
+        """Processes it started that are still alive."""
+        marker = f"CAVIAR_TEST_PROCESS={self.marker}"
+        return _local_cluster_module().session_members({self.popen.pid}, marker)
 
 
 QUICK_SPEC = {

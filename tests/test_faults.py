@@ -1,0 +1,221 @@
+"""Fault injection on real Ray: a killed driver (then `caviar resume`), Ctrl-C and SIGTERM, a
+worker node's raylet killed mid-sweep, a trial out of memory. Each checks what holds after:
+every trial once in trials.parquet, one history row per (trial, epoch), trials resumed from
+their checkpoints rather than from epoch 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+from conftest import CaviarProcess
+
+from caviar.results import load_history, load_trials
+from caviar.searchers.coarse_to_fine import split_budget
+
+# A train function slow enough to be caught mid-epoch: it resumes from its checkpoint and
+# records the epoch it started from in every report.
+SLOW_TRAIN = """
+import time
+import caviar
+
+def train(config):
+    state = caviar.get_checkpoint()
+    start = state["epoch"] if state else 0
+    for epoch in range(start + 1, config["max_epochs"] + 1):
+        time.sleep(config["sleep"])
+        score = 1 - (config["x"] - 0.3) ** 2 + 0.01 * epoch
+        caviar.report({"epoch": epoch, "score": score, "start": start},
+                      checkpoint={"epoch": epoch})
+"""
+
+
+def slow_spec(write_spec, tmp_path: Path, **overrides) -> Path:
+    (tmp_path / "slow.py").write_text(SLOW_TRAIN)
+    return write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "slow:train", "max_epochs": 8, "fixed": {"sleep": 0.5}},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 3},
+            **overrides,
+        }
+    )
+
+
+def reported(run_dir: Path) -> int:
+    """Results reported so far, over every trial folder."""
+    return sum(p.read_text().count("\n") for p in run_dir.glob("ray/*/result.json"))
+
+
+def wait_until(proc: CaviarProcess, ready, what: str) -> None:
+    while not ready():
+        if proc.popen.poll() is not None:
+            raise AssertionError(
+                f"caviar exited ({proc.popen.returncode}) before {what}:\n{proc.output}"
+            )
+        time.sleep(0.1)
+
+
+def wait_for_reports(proc: CaviarProcess, run_dir: Path, more: int) -> None:
+    """Until the sweep has reported `more` results than it had."""
+    target = reported(run_dir) + more
+    wait_until(proc, lambda: reported(run_dir) >= target, f"{more} more results")
+
+
+def check_complete(run_dir: Path, num_samples: int, max_epochs: int):
+    """Every trial exactly once, every epoch exactly once, nothing past max_epochs."""
+    trials, history = load_trials(run_dir), load_history(run_dir)
+    assert len(trials) == num_samples and trials["trial_id"].is_unique
+    assert set(trials["status"]) <= {"completed", "early_stopped"}, trials[["trial_id", "status"]]
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    for trial_id, epochs in history.groupby("trial_id")["epoch"]:
+        assert list(epochs) == list(range(1, len(epochs) + 1)), trial_id  # no gap, no repeat
+    assert (
+        trials.set_index("trial_id")["epochs"].to_dict()
+        == history.groupby("trial_id").size().to_dict()
+    )
+    assert (trials["epochs"] <= max_epochs).all()
+    assert ((trials["status"] == "completed") == (trials["epochs"] == max_epochs)).all()
+    # ASHA's decisions survived the restarts: every early stop is one ASHA made.
+    assert (trials["stopped_by_asha"] == (trials["status"] == "early_stopped")).all()
+    return trials, history
+
+
+def test_a_driver_killed_five_times_then_resumed_runs_every_trial_once(
+    write_spec, tmp_path, private_ray_tmp
+):
+    n = 15
+    spec = slow_spec(
+        write_spec,
+        tmp_path,
+        searcher={"name": "coarse_to_fine", "rounds": 3},
+        budget={"num_samples": n, "max_concurrent": 2},
+    )
+    run_dir = tmp_path / "runs" / "r"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    for _ in range(5):
+        wait_for_reports(proc, run_dir, 6)
+        proc.kill()  # kill -9 the driver and its embedded Ray mid-sweep
+        assert not proc.alive()
+        proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    assert "caviar: resuming" in proc.output
+    assert f"[{n}/{n} " in proc.output  # the progress count went on from where it was
+
+    trials, history = check_complete(run_dir, n, max_epochs=8)
+    # Trials caught mid-sweep went on from their checkpoints, not from epoch 0.
+    assert (history["start"] > 0).any()
+    # Coarse-to-fine went on in the right round: each round got its share of the budget, and
+    # each trial lies in the region of its round.
+    assert trials["round"].value_counts().sort_index().tolist() == split_budget(n, 3)
+    regions = pd.read_parquet(run_dir / "regions.parquet").set_index("round")
+    assert sorted(regions.index) == [0, 1, 2]
+    for _, t in trials.iterrows():
+        region = regions.loc[t["round"]]
+        assert region["low"] - 1e-9 <= t["param_x"] <= region["high"] + 1e-9
+    assert regions.loc[2, "high"] - regions.loc[2, "low"] < 1.0
+
+
+def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, private_ray_tmp):
+    n = 6
+    spec = slow_spec(write_spec, tmp_path, budget={"num_samples": n, "max_concurrent": 2})
+    run_dir = tmp_path / "runs" / "r"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+        wait_for_reports(proc, run_dir, 4)
+        proc.popen.send_signal(sig)
+        assert proc.wait() == code, proc.output
+        out = proc.output
+        assert f"caviar: stopped by {sig.name}: " in out
+        assert f"continue with: caviar resume {run_dir}" in out
+        assert not proc.alive()  # the embedded Ray went down with the driver
+        # What ran so far is in the tables; trials caught running are marked unfinished.
+        trials = load_trials(run_dir)
+        assert 0 < len(trials) <= n
+        assert (trials["status"] == "unfinished").any()
+        proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    _, history = check_complete(run_dir, n, max_epochs=8)
+    assert (history["start"] > 0).any()
+
+
+def test_a_second_driver_on_a_running_sweep_is_refused(write_spec, tmp_path, private_ray_tmp):
+    spec = slow_spec(write_spec, tmp_path, budget={"num_samples": 4, "max_concurrent": 1})
+    run_dir = tmp_path / "runs" / "r"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    try:
+        wait_for_reports(proc, run_dir, 1)
+        second = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+        assert second.wait() == 2
+        assert (
+            f"caviar: error: {run_dir}: a caviar driver (pid {proc.popen.pid}) is still "
+            "running this sweep" in second.output
+        )
+    finally:
+        proc.kill()
+    assert reported(run_dir) > 0  # the first driver's work is still there
+
+
+def test_resume_of_something_that_is_not_a_run_dir_is_refused(tmp_path):
+    from conftest import caviar_cli
+
+    out = caviar_cli("resume", str(tmp_path), without_ray=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"caviar: error: {tmp_path}: not a caviar run directory (no spec.yaml); pass the "
+        "directory `caviar run` printed"
+    )
+
+
+def test_killing_a_worker_nodes_raylet_loses_no_trial(write_spec, tmp_path, local_cluster_module):
+    """kill -9 a worker node's raylet mid-sweep: its trials fail, restart on the surviving
+    node from their latest checkpoints, and every trial finishes."""
+    n = 4
+    spec = slow_spec(
+        write_spec, tmp_path, scheduler={"name": "fifo"}, budget={"num_samples": n}, max_failures=3
+    )
+    run_dir = tmp_path / "runs" / "r"
+    cluster = local_cluster_module.LocalCluster(num_workers=2, cpus_per_node=1, head_cpus=0)
+    cluster.start()
+    try:
+        nodes = cluster.wait_for_nodes(3)
+        doomed = next(x["NodeID"] for x in nodes if "/worker-1/" in x["RayletSocketName"])
+        proc = CaviarProcess(
+            *("run", str(spec), "--storage", str(run_dir.parent), "--name", "r"),
+            *("--address", cluster.address),
+            cwd=tmp_path,
+            env=cluster.client_env(),
+        )
+        wait_until(proc, lambda: on_node(run_dir, doomed), "a trial 2 epochs into worker-1")
+        victims = on_node(run_dir, doomed)
+        os.kill(cluster.raylet_pid("worker-1"), signal.SIGKILL)
+        assert proc.wait() == 0, proc.output
+    finally:
+        cluster.stop()
+    trials, history = check_complete(run_dir, n, max_epochs=8)
+    assert (trials["node_id"] != doomed).all()  # every trial ended on the surviving node
+    for trial_id in victims:
+        restarted = history[(history["trial_id"] == trial_id) & (history["start"] > 0)]
+        assert len(restarted), trial_id  # went on from a checkpoint, not from epoch 0
+
+
+def on_node(run_dir: Path, node_id: str) -> set[str]:
+    """Trials whose latest report, at epoch 2 or later, came from node `node_id`."""
+    found = set()
+    for path in run_dir.glob("ray/*/result.json"):
+        lines = path.read_text().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+        if last.get("node_id") == node_id and last.get("epoch", 0) >= 2:
+            found.add(path.parent.name)
+    return found
