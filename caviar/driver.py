@@ -200,10 +200,7 @@ class _Abort:
     def __init__(self) -> None:
         self.reason: str | None = None
 
-    def check(self, trial: Any) -> None:
-        # The local error file is written before callbacks run; storage is synced later.
-        path = trial.error_file
-        error = Path(path).read_text() if path and Path(path).exists() else ""
+    def check(self, error: str) -> None:
         if self.reason is None and "ReportError" in error:
             line = next(ln for ln in error.splitlines() if "caviar.report:" in ln)
             self.reason = "train.function: " + line.split("caviar.report:", 1)[1].strip()
@@ -347,7 +344,7 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
             )
             self.done_before = self.done
 
-        def _line(self, trials: list, trial: Any, status: str) -> None:
+        def _line(self, trials: list, trial: Any, status: str, error: str = "") -> None:
             self.done += 1
             self.stopped_early += status == "early_stopped"
             last = trial.last_result or {}
@@ -358,6 +355,8 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
             running = sum(t.status == "RUNNING" for t in trials)
             eta = elapsed / (self.done - self.done_before) * (total - self.done)
             shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+            if error:
+                shown += f" ({results.error_type(error) or 'see its error.txt'})"
             best = f"{self.best:.4g}" if self.best is not None else "-"
             print(
                 f"[{self.done}/{total} {elapsed:6.1f}s, {running} running, "
@@ -377,8 +376,11 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.in_flight.discard(trial.trial_id)
-            self._line(trials, trial, "error")
-            abort.check(trial)
+            # The local error file is written before callbacks run; storage is synced later.
+            path = trial.error_file
+            error = Path(path).read_text() if path and Path(path).exists() else ""
+            self._line(trials, trial, "error", error)
+            abort.check(error)
             recorder.maybe_write(trials)
 
     return Progress()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,18 @@ def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int)
     return "early_stopped"
 
 
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w]*\.)*([A-Za-z_]\w*): ")
+
+
+def error_type(text: str | None) -> str | None:
+    """The class name of the exception that ended a trial, from its traceback's last
+    "Name: message" line (for example ``OutOfMemoryError``); None if there is none."""
+    for line in reversed((text or "").splitlines()):
+        if m := _EXCEPTION_LINE.match(line):
+            return m.group(1)
+    return None
+
+
 def asha_rungs(grace_period: float, reduction_factor: float, max_epochs: int) -> list[float]:
     """ASHA's milestones in epochs: grace_period * reduction_factor**k up to max_epochs, as
     Ray Tune places them (one bracket)."""
@@ -157,6 +170,7 @@ def _trial_row(
         # The built-in function's test accuracy of the best-validation checkpoint.
         **({"test_acc": last.get("test_acc")} if last and "test_acc" in last else {}),
         "error": rec.error,
+        "error_type": error_type(rec.error),
     }
 
 
@@ -166,7 +180,8 @@ def _typed(trials: list[dict[str, Any]], history: pd.DataFrame) -> tuple[pd.Data
         history["epoch"] = history["epoch"].astype("int64")
     if not trials_df.empty:
         trials_df = trials_df.astype({"epochs": "int64", "round": "int64"})
-        text = ["trial_id", "status", "node_id", "node_ip", "hostname", "gpu_model", "error"]
+        text = ["trial_id", "status", "node_id", "node_ip", "hostname", "gpu_model"]
+        text += ["error", "error_type"]
         trials_df[text] = trials_df[text].astype("string")
     return trials_df, history
 

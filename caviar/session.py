@@ -8,6 +8,7 @@ import contextlib
 import math
 import os
 import pickle
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -24,6 +25,24 @@ class Diverged(Exception):
 
 class ReportError(TypeError):
     """A train function reported something the sweep cannot use."""
+
+
+class OutOfMemoryError(Exception):
+    """The train function ran out of memory: the trial ends in error alone, its
+    ``error_type`` in trials.parquet is ``OutOfMemoryError`` (as for a trial Ray's memory
+    monitor kills), and the other trials go on."""
+
+
+def _memory_kind(e: BaseException) -> str | None:
+    """ "CPU" or "GPU" if `e` is an allocation failure, else None."""
+    if isinstance(e, MemoryError):
+        return "CPU"
+    torch = sys.modules.get("torch")  # only a train function that imported it can raise its
+    if torch is not None and isinstance(e, torch.cuda.OutOfMemoryError):
+        return "GPU"
+    if isinstance(e, RuntimeError) and "can't allocate memory" in str(e):  # torch's CPU allocator
+        return "CPU"
+    return None
 
 
 class Session:
@@ -147,6 +166,15 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
             out = fn(dict(config))
         except Diverged:
             return session
+        except Exception as e:
+            kind = _memory_kind(e)
+            if kind is None:
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OutOfMemoryError(
+                f"the trial ran out of {kind} memory ({first}); lower batch_size or the "
+                "model's size, or give each trial a larger share of a node (resources)"
+            ) from e
         if isinstance(out, Mapping):
             # The trial's last result: a scheduler's stop at this point stops nothing.
             out = {**out, FINAL: True}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import textwrap
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from caviar.searchers.coarse_to_fine import split_budget
 # A train function slow enough to be caught mid-epoch: it resumes from its checkpoint and
 # records the epoch it started from in every report.
 SLOW_TRAIN = """
+import textwrap
 import time
 import caviar
 
@@ -219,3 +221,48 @@ def on_node(run_dir: Path, node_id: str) -> set[str]:
         if last.get("node_id") == node_id and last.get("epoch", 0) >= 2:
             found.add(path.parent.name)
     return found
+
+
+def test_a_trial_out_of_memory_fails_alone(write_spec, tmp_path, private_ray_tmp):
+    """A trial allocates past a memory limit set inside it (RLIMIT_AS: 1 GiB above what its
+    process maps) at epoch 2: it ends in error as OutOfMemoryError; the others complete."""
+    (tmp_path / "hungry.py").write_text(
+        textwrap.dedent("""
+        import resource
+        import torch
+        import caviar
+
+        def train(config):
+            for epoch in range(1, 4):
+                if config["x"] >= 0.5 and epoch == 2:
+                    with open("/proc/self/statm") as f:
+                        mapped = int(f.read().split()[0]) * resource.getpagesize()
+                    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+                    resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, hard))
+                    try:
+                        torch.ones(2**32, dtype=torch.uint8)  # 4 GiB
+                    finally:
+                        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+                caviar.report({"epoch": epoch, "score": config["x"]})
+        """)
+    )
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "hungry:train", "max_epochs": 3},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 8},
+        }
+    )
+    proc = CaviarProcess("run", str(spec), "--storage", "runs", "--name", "r", cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    trials = load_trials(tmp_path / "runs" / "r").set_index("trial_id")
+    hungry = trials["param_x"] >= 0.5
+    assert hungry.any() and (~hungry).any()
+    assert (trials.loc[hungry, "status"] == "error").all()
+    assert (trials.loc[hungry, "error_type"] == "OutOfMemoryError").all()
+    assert trials.loc[hungry, "error"].str.contains("the trial ran out of CPU memory").all()
+    assert (trials.loc[hungry, "epochs"] == 1).all()
+    assert (trials.loc[~hungry, "status"] == "completed").all()
+    assert "(OutOfMemoryError)" in proc.output  # the progress line says why
