@@ -537,6 +537,9 @@ def resume(run_dir: str, *, address: str | None = None) -> str:
     spec = parse_spec(parse_yaml(spec_yaml))
     if spec.train.function:
         load_function(spec.train.function, os.getcwd())
+    for name in loc.names():  # half-written tables of a driver killed mid-write
+        if name.startswith(".") and name.endswith(".tmp"):
+            loc.fs.delete_file((loc / name).path)
     # No experiment state: the driver died before Ray saved any, so nothing ran; start over.
     saved = any(n.startswith("experiment_state-") for n in (loc / results.RAY_DIR).names())
     return _sweep(spec, spec_yaml, loc, address, resume=saved)

@@ -1,3 +1,8 @@
+import random
+import subprocess
+import sys
+import time
+
 import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -104,7 +109,8 @@ def test_a_full_disk_mid_write_keeps_the_previous_file(tmp_path):
     write_parquet(trials, target, {})
 
     class FullDisk:
-        """The local filesystem, but every write stops halfway with ENOSPC."""
+        """The local filesystem, but every file written lands on /dev/full: the kernel's
+        ENOSPC, as on a full disk."""
 
         type_name = "local"
 
@@ -115,20 +121,8 @@ def test_a_full_disk_mid_write_keeps_the_previous_file(tmp_path):
             return getattr(self.local, name)
 
         def open_output_stream(self, path):
-            stream = self.local.open_output_stream(path)
-
-            class Half:
-                def __enter__(self):
-                    return self
-
-                def write(self, data):
-                    stream.write(data[: len(data) // 2])
-                    raise OSError(28, "No space left on device")
-
-                def __exit__(self, *exc):
-                    stream.close()
-
-            return Half()
+            self.local.open_output_stream(path).close()  # the temporary file, left empty
+            return self.local.open_output_stream("/dev/full")
 
     full = Location(FullDisk(), target.path, target.uri)
     with pytest.raises(OSError, match="No space left"):
@@ -242,3 +236,81 @@ def test_asha_rungs_as_ray_places_them():
     assert asha_rungs(3, 3, 27) == [3, 9, 27]
     assert asha_rungs(1, 4, 20) == [1, 4, 16]
     assert asha_rungs(1, 1.5, 3) == [1, 1.5, 2.25]  # no duplicates from rounding
+
+
+WRITER = """
+import os
+import signal
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+
+from caviar.results import write_parquet
+from caviar.storage import Location
+
+
+class DiesMidWrite:
+    # The local filesystem, but this process is killed (SIGKILL) halfway through a write.
+    type_name = "local"
+
+    def __init__(self):
+        self.local = pafs.LocalFileSystem()
+
+    def __getattr__(self, name):
+        return getattr(self.local, name)
+
+    def open_output_stream(self, path):
+        stream = self.local.open_output_stream(path)
+
+        class Half:
+            def __enter__(self):
+                return self
+
+            def write(self, data):
+                stream.write(data[: len(data) // 2])
+                stream.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+            def __exit__(self, *exc):
+                stream.close()
+
+        return Half()
+
+
+target, rows, how = Location.of(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if how == "die-mid-write":
+    target = Location(DiesMidWrite(), target.path, target.uri)
+versions = [pd.DataFrame({f"c{i}": np.full(rows, v) for i in range(8)}) for v in (1.0, 2.0)]
+print("writing", flush=True)
+for i in range(10**9):
+    write_parquet(versions[i % 2], target, {})
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
+    """kill -9 a process that rewrites trials.parquet in a loop, at random moments, then one
+    killed in the middle of writing the file's bytes: each time the file is one whole version
+    or another, never a part; a kill mid-write leaves a dot-named temporary file, which
+    directory readers skip."""
+    target = tmp_path / "trials.parquet"
+    rows = 300_000
+    write_parquet(pd.DataFrame({"c0": [0.0]}), Location.of(target), {})
+    rng = random.Random(0)
+    for how in ["random"] * 10 + ["die-mid-write"]:
+        writer = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(target), str(rows), how], stdout=subprocess.PIPE
+        )
+        assert writer.stdout.readline() == b"writing\n"
+        if how == "random":
+            time.sleep(rng.uniform(0.2, 0.6))
+            writer.kill()
+        assert writer.wait() == -9
+        back = load_trials(tmp_path)  # the schema check included
+        values = set(back.to_numpy().ravel())
+        assert len(back) in (1, rows) and len(values) == 1 and values <= {0.0, 1.0, 2.0}
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "trials.parquet"]
+    assert leftovers and all(p.name.startswith(".trials.parquet.") for p in leftovers)
+    assert any(p.stat().st_size > 0 for p in leftovers)  # half a file was written
+    assert len(pd.read_parquet(tmp_path)) == len(load_trials(tmp_path))  # readers skip them
