@@ -269,6 +269,7 @@ def test_leaderboard_and_outcomes(fake_run):
         "early_stopped": 9,
         "diverged": 1,
         "error": 0,
+        "unfinished": 0,
     }
 
 

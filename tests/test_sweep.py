@@ -95,14 +95,14 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
             for epoch in range(1, config["max_epochs"] + 1):
                 if x < 0.25:
                     raise ValueError(f"bad x {x}")
-                score = math.nan if (x < 0.5 and epoch == 2) else x * epoch
+                score = math.nan if (x < 0.5 and epoch == 3) else x * epoch
                 caviar.report({"epoch": epoch, "score": score}, checkpoint={"epoch": epoch})
     """)
     )
     spec = write_spec(
         {
             "metric": "score",
-            "train": {"function": "objective:train", "max_epochs": 3},
+            "train": {"function": "objective:train", "max_epochs": 4},
             "space": {"x": {"uniform": [0, 1]}},
             "scheduler": {"name": "fifo"},
             "budget": {"num_samples": 12},
@@ -117,8 +117,8 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
     assert {"error", "diverged", "completed"} <= set(trials["status"])
     errors = trials.loc[trials["status"] == "error", "error"]
     assert errors.str.contains("ValueError: bad x").all()
-    assert (trials.loc[trials["status"] == "diverged", "epochs"] == 2).all()
-    assert (trials.loc[trials["status"] == "completed", "best_score"] == 3 * x[x >= 0.5]).all()
+    assert (trials.loc[trials["status"] == "diverged", "epochs"] == 3).all()
+    assert (trials.loc[trials["status"] == "completed", "best_score"] == 4 * x[x >= 0.5]).all()
 
 
 def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path, private_ray_tmp):
@@ -277,3 +277,21 @@ def test_a_name_that_escapes_the_storage_root_is_refused(write_spec, tmp_path):
         "caviar: error: --name: expected a plain directory name, found '../outside'" in out.stderr
     )
     assert not (tmp_path / "outside").exists()
+
+
+def test_a_run_into_a_used_run_dir_is_refused(write_spec, tmp_path):
+    used = tmp_path / "runs" / "r"
+    used.mkdir(parents=True)
+    (used / "trials.parquet").write_bytes(b"from an earlier sweep")
+    out = caviar_cli(
+        *("run", str(write_spec()), "--storage", str(tmp_path / "runs"), "--name", "r"),
+        cwd=tmp_path,
+        without_ray=True,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"caviar: error: {used}: already exists and is not empty; pass another --name (two "
+        f"sweeps never share a run directory), or continue it with: caviar resume {used}"
+    )
+    assert [p.name for p in used.iterdir()] == ["trials.parquet"]
+    assert (used / "trials.parquet").read_bytes() == b"from an earlier sweep"
