@@ -2,11 +2,12 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
+from faulty_fs import FullDisk
 
 from caviar.errors import RunDirError
 from caviar.results import (
@@ -107,22 +108,6 @@ def test_a_full_disk_mid_write_keeps_the_previous_file(tmp_path):
     target = Location.of(tmp_path) / "trials.parquet"
     trials, _ = build_tables(RECORDS, "acc", "max", 3)
     write_parquet(trials, target, {})
-
-    class FullDisk:
-        """The local filesystem, but every file written lands on /dev/full: the kernel's
-        ENOSPC, as on a full disk."""
-
-        type_name = "local"
-
-        def __init__(self):
-            self.local = pafs.LocalFileSystem()
-
-        def __getattr__(self, name):
-            return getattr(self.local, name)
-
-        def open_output_stream(self, path):
-            self.local.open_output_stream(path).close()  # the temporary file, left empty
-            return self.local.open_output_stream("/dev/full")
 
     full = Location(FullDisk(), target.path, target.uri)
     with pytest.raises(OSError, match="No space left"):
@@ -239,45 +224,14 @@ def test_asha_rungs_as_ray_places_them():
 
 
 WRITER = """
-import os
-import signal
 import sys
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
+from faulty_fs import DiesMidWrite
 
 from caviar.results import write_parquet
 from caviar.storage import Location
-
-
-class DiesMidWrite:
-    # The local filesystem, but this process is killed (SIGKILL) halfway through a write.
-    type_name = "local"
-
-    def __init__(self):
-        self.local = pafs.LocalFileSystem()
-
-    def __getattr__(self, name):
-        return getattr(self.local, name)
-
-    def open_output_stream(self, path):
-        stream = self.local.open_output_stream(path)
-
-        class Half:
-            def __enter__(self):
-                return self
-
-            def write(self, data):
-                stream.write(data[: len(data) // 2])
-                stream.flush()
-                os.kill(os.getpid(), signal.SIGKILL)
-
-            def __exit__(self, *exc):
-                stream.close()
-
-        return Half()
-
 
 target, rows, how = Location.of(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 if how == "die-mid-write":
@@ -300,7 +254,9 @@ def test_a_writer_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
     rng = random.Random(0)
     for how in ["random"] * 10 + ["die-mid-write"]:
         writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(target), str(rows), how], stdout=subprocess.PIPE
+            [sys.executable, "-c", WRITER, str(target), str(rows), how],
+            stdout=subprocess.PIPE,
+            cwd=Path(__file__).parent,  # where faulty_fs is
         )
         assert writer.stdout.readline() == b"writing\n"
         if how == "random":
