@@ -545,16 +545,27 @@ def resume(run_dir: str, *, address: str | None = None) -> str:
     return _sweep(spec, spec_yaml, loc, address, resume=saved)
 
 
-class _DeletedCheckpointNoise(logging.Filter):
-    """After a resume, Ray's checkpoint retention (checkpoint.keep) tries to delete each old
-    checkpoint that the dead driver had already deleted after its last snapshot, and logs a
-    traceback for the missing directory. The trial is unaffected; the traceback is dropped."""
+class _MisleadingRayLog(logging.Filter):
+    """Drops two of Ray Tune's log records that mislead a caviar user:
+
+    - after an interrupt, Tune's advice to resume with `tune.run(..., resume=True)`: caviar
+      prints its own line, with `caviar resume RUN_DIR`;
+    - after a resume, the traceback Tune's checkpoint retention (checkpoint.keep) logs for each
+      old checkpoint that the dead driver had already deleted after its last snapshot. The
+      trial is unaffected."""
+
+    LOGGERS = ("ray.tune.tune", "ray.tune.execution.tune_controller")
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
+        message = str(record.msg)
         return not (
-            isinstance(error, FileNotFoundError) and "Error handling checkpoint" in str(record.msg)
+            "Resume experiment with: tune.run" in message
+            or (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in message)
         )
+
+
+_MISLEADING_RAY_LOG = _MisleadingRayLog()
 
 
 def _sweep(
@@ -565,8 +576,8 @@ def _sweep(
     from ray.tune.logger import JsonLoggerCallback
 
     search_path = os.getcwd()
-    if resume:
-        logging.getLogger("ray.tune.execution.tune_controller").addFilter(_DeletedCheckpointNoise())
+    for name in _MisleadingRayLog.LOGGERS:
+        logging.getLogger(name).addFilter(_MISLEADING_RAY_LOG)  # once: the same instance
     with _claim(run_dir):
         _init_ray(address)
         try:

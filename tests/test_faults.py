@@ -139,6 +139,7 @@ def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, priva
         out = proc.output
         assert f"caviar: stopped by {sig.name}: " in out
         assert f"continue with: caviar resume {run_dir}" in out
+        assert "tune.run(" not in out  # Ray's own advice, wrong for a caviar user, is dropped
         assert not proc.alive()  # the embedded Ray went down with the driver
         # What ran so far is in the tables; trials caught running are marked unfinished.
         trials = load_trials(run_dir)
