@@ -61,3 +61,32 @@ def test_non_finite_metric_ends_the_trial_as_diverged(bad):
 def test_outside_a_sweep_report_goes_to_a_default_session():
     caviar.report({"epoch": 1, "loss": 0.3})  # a notebook user can call it directly
     assert session._session().results[-1] == {"epoch": 1, "loss": 0.3}
+
+
+@pytest.mark.parametrize(
+    "error, kind",
+    [
+        (lambda torch: MemoryError(), "CPU"),
+        (lambda torch: RuntimeError("DefaultCPUAllocator: can't allocate memory: ..."), "CPU"),
+        # torch's own class, raised here because CI has no GPU to exhaust.
+        (lambda torch: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried ..."), "GPU"),
+    ],
+    ids=["MemoryError", "torch-cpu-allocator", "torch.cuda.OutOfMemoryError"],
+)
+def test_running_out_of_memory_is_named_as_such(error, kind):
+    torch = pytest.importorskip("torch")
+
+    def train(config):
+        raise error(torch)
+
+    with pytest.raises(session.OutOfMemoryError, match=f"ran out of {kind} memory") as raised:
+        session.run(train, {}, session.Session(metric="acc"))
+    assert "lower batch_size" in str(raised.value)
+
+
+def test_other_errors_pass_through_unchanged():
+    def train(config):
+        raise RuntimeError("shape mismatch")
+
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        session.run(train, {}, session.Session(metric="acc"))
