@@ -1,6 +1,7 @@
 import math
 
 import pytest
+import torch
 
 import caviar
 from caviar import session
@@ -66,18 +67,16 @@ def test_outside_a_sweep_report_goes_to_a_default_session():
 @pytest.mark.parametrize(
     "error, kind",
     [
-        (lambda torch: MemoryError(), "CPU"),
-        (lambda torch: RuntimeError("DefaultCPUAllocator: can't allocate memory: ..."), "CPU"),
+        (MemoryError(), "CPU"),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: ..."), "CPU"),
         # torch's own class, raised here because CI has no GPU to exhaust.
-        (lambda torch: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried ..."), "GPU"),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried ..."), "GPU"),
     ],
     ids=["MemoryError", "torch-cpu-allocator", "torch.cuda.OutOfMemoryError"],
 )
 def test_running_out_of_memory_is_named_as_such(error, kind):
-    torch = pytest.importorskip("torch")
-
     def train(config):
-        raise error(torch)
+        raise error
 
     with pytest.raises(session.OutOfMemoryError, match=f"ran out of {kind} memory") as raised:
         session.run(train, {}, session.Session(metric="acc"))
