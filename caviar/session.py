@@ -10,6 +10,7 @@ import os
 import pickle
 import sys
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -170,6 +171,11 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
             kind = _memory_kind(e)
             if kind is None:
                 raise
+            if kind == "GPU":
+                # Give what the trial held back to the trials sharing the GPU: drop the
+                # tensors its frames still reference, then torch's cache of them.
+                traceback.clear_frames(e.__traceback__)
+                sys.modules["torch"].cuda.empty_cache()
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise OutOfMemoryError(
                 f"the trial ran out of {kind} memory ({first}); lower batch_size or the "

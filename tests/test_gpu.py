@@ -28,3 +28,31 @@ def test_trains_on_cuda(model, precision):
     }
     results = session.run(fn, config, session.Session("val_acc")).results
     assert results[-1]["val_acc"] > 0.3 and not results[-1]["diverged"]
+
+
+def test_population_members_train_as_they_would_alone_on_cuda():
+    from caviar.train.data import load
+    from caviar.train.population import Population
+
+    data = load("synthetic")
+    configs = [
+        {"max_epochs": 3, "hidden": 32, "lr": 3e-3, "seed": 1},
+        {"max_epochs": 3, "hidden": 64, "lr": 1e-2, "dropout": 0.3, "seed": 2},
+        {"max_epochs": 3, "hidden": 48, "lr": 1e-3, "mixup_alpha": 0.4, "seed": 3},
+    ]
+
+    def train(members):
+        population = Population(data, "mlp", device="cuda")
+        # TF32 rounds batched and single matrix products differently; compare in fp32.
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        for i, c in members:
+            population.add(i, c)
+        history = {i: [] for i, _ in members}
+        while len(population):
+            for key, metrics, _, _ in population.train_epoch():
+                history[key].append(metrics["val_loss"])
+        return history
+
+    together = train(list(enumerate(configs)))
+    for i, c in enumerate(configs):
+        assert together[i] == pytest.approx(train([(i, c)])[i], abs=1e-4)

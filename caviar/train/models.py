@@ -8,17 +8,48 @@ output layer. ``init``: ``kaiming`` (for ReLU-like activations), ``xavier`` (for
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+
+_masks: Iterator[tuple[Tensor, Tensor]] | None = None
+
+
+@contextlib.contextmanager
+def dropout_masks(masks: Iterator[tuple[Tensor, Tensor]]) -> Iterator[None]:
+    """Make the `Dropout` layers of a forward pass take their (keep mask, scale) pairs from
+    `masks`, in layer order, instead of drawing them. The train loop draws every mask from
+    the trial's own generator, so that a trial trains the same alone or in a population."""
+    global _masks
+    previous, _masks = _masks, masks
+    try:
+        yield
+    finally:
+        _masks = previous
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout whose masks the train loop supplies (`dropout_masks`); without them, as
+    nn.Dropout."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        if _masks is None:
+            return F.dropout(x, self.p, True)
+        keep, scale = next(_masks)
+        return x * keep * scale
 
 
 def _block(layer: nn.Module, norm: nn.Module | None, activation: str, dropout: float) -> list:
     out = [layer] + ([norm] if norm is not None else []) + [ACTIVATIONS[activation]()]
-    return out + ([nn.Dropout(dropout)] if dropout > 0 else [])
+    return out + ([Dropout(dropout)] if dropout > 0 else [])
 
 
 def mlp(num_features: int, num_classes: int, hp: dict[str, Any]) -> nn.Sequential:
@@ -64,7 +95,7 @@ def cnn(shape: tuple[int, ...], num_classes: int, hp: dict[str, Any]) -> nn.Sequ
     pool = nn.AdaptiveAvgPool1d(1) if len(shape) == 1 else nn.AdaptiveAvgPool2d(1)
     layers += [pool, nn.Flatten()]
     if float(hp["dropout"]) > 0:
-        layers.append(nn.Dropout(float(hp["dropout"])))
+        layers.append(Dropout(float(hp["dropout"])))
     layers.append(nn.Linear(c_in, num_classes))
     return nn.Sequential(*layers)
 
