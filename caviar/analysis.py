@@ -44,7 +44,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from caviar import results
+from caviar import objective, results
 from caviar.errors import CaviarError, RunDirError
 from caviar.space import Choice, Domain, Fixed, Float, Int, parse_domain
 from caviar.spec import parse_yaml
@@ -62,7 +62,7 @@ OUTCOME_COLORS = {
     "stopped early": "#9467bd",
     "diverged": "#d62728",
     "error": "#000000",
-    results.UNFINISHED: "#2ca02c",
+    "unfinished": "#2ca02c",
 }
 EXPORT_FORMAT = "caviar.model"
 EXPORT_VERSION = 1
@@ -221,7 +221,7 @@ def leaderboard(run: Run, top: int | None = None) -> pd.DataFrame:
 
 def status_counts(run: Run) -> pd.Series:
     """Trials per status, every status listed (0 where none)."""
-    order = ["completed", "early_stopped", "diverged", "error", results.UNFINISHED]
+    order = list(objective.STATUSES)
     counts = run.trials["status"].astype(str).value_counts()
     return counts.reindex(order + sorted(set(counts.index) - set(order)), fill_value=0)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from caviar import catalog, results, session
+from caviar import catalog, objective, results, session
 from caviar.errors import CaviarError, Interrupted, RunDirError
 from caviar.searchers import Outcome, Searcher, searcher_class
 from caviar.spec import SweepSpec, dump_yaml, parse_spec, parse_yaml, spec_to_dict
@@ -320,7 +320,6 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
     from ray.tune import Callback
 
     total, metric, mode = spec.budget.num_samples, spec.metric, spec.mode
-    better = max if mode == "max" else min
 
     class Progress(Callback):
         """One line per finished trial: counts, the best so far, and an ETA."""
@@ -349,8 +348,8 @@ def _progress_callback(spec: SweepSpec, abort: _Abort, recorder: _Recorder) -> A
             self.stopped_early += status == "early_stopped"
             last = trial.last_result or {}
             value = last.get(metric)
-            if status in ("completed", "early_stopped") and isinstance(value, (int, float)):
-                self.best = value if self.best is None else better(self.best, value)
+            if status in objective.HEALTHY and isinstance(value, (int, float)):
+                self.best = objective.best([self.best, value], mode)
             elapsed = time.monotonic() - self.started
             running = sum(t.status == "RUNNING" for t in trials)
             eta = elapsed / (self.done - self.done_before) * (total - self.done)

@@ -9,7 +9,6 @@ rename).
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +21,9 @@ import pyarrow as pa
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
+from caviar import objective
 from caviar.errors import RunDirError
-from caviar.searchers.base import Status
+from caviar.objective import Mode, Status
 from caviar.session import FINAL
 from caviar.storage import Location
 
@@ -73,11 +73,6 @@ class TrialRecord:
     """Not ended when the tables were written (a sweep in progress, or interrupted)."""
 
 
-UNFINISHED = "unfinished"
-"""The status of a trial that had not ended when the tables were written; a finished sweep has
-none, a running or interrupted one may."""
-
-
 def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
     """The one rule for a trial's status, shared by the searcher adapter and the tables.
 
@@ -120,13 +115,6 @@ def _rung(last: Mapping[str, Any] | None, rungs: list[float]) -> int:
     return sum(epochs >= r for r in rungs) - 1
 
 
-def _best(values: Iterable[Any], mode: str) -> float | None:
-    finite = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not finite:
-        return None
-    return max(finite) if mode == "max" else min(finite)
-
-
 def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result per epoch, ordered by epoch. A trial restored from its epoch-k checkpoint
     reports k+1 again: that report supersedes every earlier one at epoch k+1 or later, which
@@ -152,7 +140,7 @@ def _trial_row(
     """A trial's row in trials.parquet, from its last report and its best metric value."""
     return {
         "trial_id": rec.trial_id,
-        "status": UNFINISHED
+        "status": "unfinished"
         if rec.running
         else trial_status(last, rec.error is not None, max_epochs),
         "round": rec.round,
@@ -189,7 +177,7 @@ def _typed(trials: list[dict[str, Any]], history: pd.DataFrame) -> tuple[pd.Data
 def build_tables(
     records: Iterable[TrialRecord],
     metric: str,
-    mode: str,
+    mode: Mode,
     max_epochs: int,
     rungs: list[float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -198,7 +186,8 @@ def build_tables(
     trials, history = [], []
     for rec in records:
         rows = dedupe(rec.history)
-        best = _best((r.get(metric) for r in rows), mode)
+        numbers = (r.get(metric) for r in rows)
+        best = objective.best((float(v) for v in numbers if isinstance(v, (int, float))), mode)
         trials.append(_trial_row(rec, rows[-1] if rows else None, best, metric, max_epochs, rungs))
         history.extend(
             {"trial_id": rec.trial_id, **{k: v for k, v in r.items() if k not in _RAY_KEYS}}
@@ -239,7 +228,7 @@ class TrialDir:
 def collect(
     trials: Sequence[TrialDir],
     metric: str,
-    mode: str,
+    mode: Mode,
     max_epochs: int,
     rungs: list[float] | None = None,
     fast: bool = True,
@@ -259,7 +248,7 @@ def collect(
 
 
 def _collect_columns(
-    trials: Sequence[TrialDir], metric: str, mode: str, max_epochs: int, rungs: list[float] | None
+    trials: Sequence[TrialDir], metric: str, mode: Mode, max_epochs: int, rungs: list[float] | None
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """`collect` in columns: all result.json bytes parsed by one `pyarrow.json.read_json` (C++,
     instead of a `json.loads` per line: 4x faster on 1,000 trials x 50 epochs, see
@@ -448,12 +437,10 @@ def check_schema(path: Location) -> None:
 
 
 def leaderboard(
-    trials: pd.DataFrame, metric: str, mode: str, top: int | None = None
+    trials: pd.DataFrame, metric: str, mode: Mode, top: int | None = None
 ) -> pd.DataFrame:
-    """Healthy trials (completed, stopped early, or still running in the tables of a sweep in
-    progress) ranked by their best metric, best first."""
+    """The trials that rank (`objective.RANKED`) by their best metric, best first."""
     col = f"best_{metric}"
-    healthy = ["completed", "early_stopped", UNFINISHED]
-    ok = trials[trials["status"].isin(healthy) & trials[col].notna()]
+    ok = trials[trials["status"].isin(objective.RANKED) & trials[col].notna()]
     ranked = ok.sort_values(col, ascending=(mode == "min"), kind="stable")
     return ranked.head(top) if top else ranked

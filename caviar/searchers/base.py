@@ -26,12 +26,11 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
+from caviar import objective
+from caviar.objective import Mode, Status
 from caviar.space import Space
-
-Status = Literal["completed", "early_stopped", "diverged", "error"]
-STATUSES: tuple[Status, ...] = ("completed", "early_stopped", "diverged", "error")
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,7 @@ class Outcome:
 
     @property
     def usable(self) -> bool:
-        return self.status in ("completed", "early_stopped") and _finite(self.value)
+        return self.status in objective.HEALTHY and _finite(self.value)
 
 
 def _finite(x: float | None) -> bool:
@@ -73,7 +72,7 @@ class Searcher(ABC):
         self,
         space: Space,
         metric: str,
-        mode: Literal["min", "max"],
+        mode: Mode,
         num_samples: int,
         seed: int = 0,
         options: Any = None,
@@ -123,4 +122,4 @@ class Searcher(ABC):
 
     def sign(self, value: float) -> float:
         """The value oriented so that lower is better."""
-        return -value if self.mode == "max" else value
+        return objective.sign(self.mode) * value

@@ -35,10 +35,10 @@ class Data:
     num_classes: int
     shape: tuple[int, ...]
     """One example's shape: (40,) for mnist1d sequences, (8, 8) for digits images."""
-
-    @property
-    def num_features(self) -> int:
-        return int(np.prod(self.shape))
+    mean: np.ndarray
+    """Per-feature training mean and standard deviation: every split is (x - mean) / std,
+    and an exported model applies them to raw inputs."""
+    std: np.ndarray
 
 
 def load(task: str, seed: int = 0, path: str | None = None, label: str = "label") -> Data:
@@ -97,6 +97,8 @@ def split(
         y_test.astype(np.int64),
         int(labels.max() + 1),
         shape,
+        mean.astype(np.float32),
+        std.astype(np.float32),
     )
 
 

@@ -53,6 +53,11 @@ SHARED = (
 them. Everything else (widths included) may differ between members."""
 
 
+BATCHED_OPTIMIZER_FROM = 9
+"""On a GPU, populations of this many members or more update in one batched set of kernels
+(`StackedOptimizer`); smaller ones call torch's fused kernel per member."""
+
+
 def group_key(config: dict[str, Any]) -> tuple:
     """Configurations with the same key can train in one population."""
     hp = {**DEFAULTS, **config}
@@ -289,7 +294,9 @@ class Population:
             bool(hp0["nesterov"]),
             hps,
             self.device,
-            batched=self.device.type == "cuda",
+            # Below 9 members one fused kernel per member launches fewer kernels than the
+            # batched update's ~20 per parameter tensor; kernel launches bound small models.
+            batched=self.device.type == "cuda" and len(members) > BATCHED_OPTIMIZER_FROM - 1,
         )
         self.opt.init_state(list(self.params.values()))
         for j, m in enumerate(members):
@@ -433,6 +440,12 @@ class Population:
         lams = lams.to(self.device)
         first_batch = torch.tensor([m.epoch * n_batches for m in self.members], device=self.device)
         scale = torch.where(self.dropout > 0, 1 / (1 - self.dropout), torch.ones_like(self.dropout))
+        # The learning rates of the epoch's steps (a pure function of the step until the
+        # epoch's end), copied to the device once.
+        n_steps = math.ceil(n_batches / accumulate)
+        lr_table = [[m.schedule.lr(m.step + s) for m in self.members] for s in range(n_steps)]
+        lr_device = torch.tensor(lr_table, dtype=torch.float32).to(self.device, non_blocking=True)
+        steps_done = 0
         params = list(self.params.values())
         loss_fn = self._vmap(self._loss, (0,) * 9)
         losses = []
@@ -456,8 +469,9 @@ class Population:
             if (i + 1) % accumulate and i + 1 < n_batches:
                 continue
             self._clip(params)
-            last_lr = [m.schedule.lr(m.step) for m in self.members]
-            self.opt.step(params, last_lr)
+            last_lr = lr_table[steps_done]
+            self.opt.step(params, last_lr, lr_device[steps_done])
+            steps_done += 1
             for p in params:
                 p.grad.zero_()
             for m in self.members:
@@ -548,5 +562,8 @@ class Population:
                 "shape": self.data.shape,
                 "num_classes": self.data.num_classes,
                 "hp": m.hp,
+                # The model sees standardized inputs; an exported model applies these itself.
+                "input_mean": torch.from_numpy(self.data.mean),
+                "input_std": torch.from_numpy(self.data.std),
             },
         }
