@@ -32,6 +32,16 @@ and a one-row-per-trial table. The ratio caviar / Ray is taken against the faste
     python -m benchmarks.results_io --trials 20 --epochs 5           # a quick check
     python -m benchmarks.results_io --exp-dir /tmp/results-io-exp    # create once, reuse
     python -m benchmarks.results_io --profile                        # where caviar's time goes
+
+`--rewrite` measures something else: what one rewrite of the tables costs late in a running
+sweep (caviar rewrites them as trials end, at most every 10 s). Synthetic result.json files
+(`--trials` x `--epochs`, a few metrics per line, written directly: no Ray needed) stand for a
+sweep with `--running` trials still running and the rest ended; `--batch` more trials end
+before the rewrite that is timed. Side by side: a full `collect` + `write_results` of every
+trial (what caviar did before), and `caviar.ray_seam.Recorder.write`, which reads a trial
+once it has ended and afterwards only the running ones and those that ended since.
+
+    python -m benchmarks.results_io --rewrite --trials 10000 --epochs 100
 """
 
 from __future__ import annotations
@@ -285,7 +295,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile caviar's path once")
     parser.add_argument("--create", type=Path, help=argparse.SUPPRESS)  # the child's job
+    parser.add_argument("--rewrite", action="store_true", help="time one rewrite in a sweep")
+    parser.add_argument("--running", type=int, default=100, help="--rewrite: trials running")
+    parser.add_argument("--batch", type=int, default=100, help="--rewrite: trials just ended")
     args = parser.parse_args(argv)
+
+    if args.rewrite:
+        return measure_rewrite(args)
 
     if args.create:
         create_experiment(args.create, args.trials, args.epochs)
@@ -298,6 +314,106 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.exp_dir is None:
             shutil.rmtree(storage, ignore_errors=True)
+
+
+def _synthetic_sweep(run_dir: Path, trials: int, epochs: int) -> list[str]:
+    """result.json files of `trials` trials x `epochs` epochs, as Ray would leave them."""
+    ids = [f"{i:08x}" for i in range(trials)]
+    for i, trial_id in enumerate(ids):
+        d = run_dir / "ray" / trial_id
+        d.mkdir(parents=True)
+        lines = (
+            json.dumps(
+                {
+                    "epoch": e,
+                    "loss": 1 / e,
+                    METRIC: 0.5 + 0.4 * (1 - 1 / e) * (i % 97) / 97,
+                    "lr": 1e-3,
+                    "trial_id": trial_id,
+                    "training_iteration": e,
+                }
+            )
+            for e in range(1, epochs + 1)
+        )
+        (d / "result.json").write_text("\n".join(lines) + "\n")
+    return ids
+
+
+def measure_rewrite(args: argparse.Namespace) -> int:
+    from caviar import results
+    from caviar.ray_seam import Recorder, make_scheduler
+    from caviar.searchers import searcher_class
+    from caviar.spec import parse_spec
+    from caviar.storage import Location
+
+    print(machine())
+    spec = parse_spec(
+        {
+            "name": "rewrite",
+            "metric": METRIC,
+            "mode": "max",
+            "train": {"function": "m:f", "max_epochs": args.epochs},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": args.trials},
+        }
+    )
+    searcher = searcher_class("random")(
+        spec.trial_space(), METRIC, "max", args.trials, 0, spec.searcher.options
+    )
+    root = Path(tempfile.mkdtemp(prefix="caviar-rewrite-"))
+    try:
+        t0 = time.perf_counter()
+        ids = _synthetic_sweep(root, args.trials, args.epochs)
+        print(
+            f"made {args.trials} x {args.epochs} result files in {time.perf_counter() - t0:.1f} s"
+        )
+        ended_before = args.trials - args.running - args.batch
+
+        def statuses(ended: int) -> list[tuple[str, dict, str]]:
+            return [
+                (t, {"x": 0.5}, "TERMINATED" if i < ended else "RUNNING") for i, t in enumerate(ids)
+            ]
+
+        loc = Location.of(root)
+        recorder = Recorder(loc, spec, "", searcher, make_scheduler(spec), {})
+        t0 = time.perf_counter()
+        recorder.write(statuses(ended_before))  # the sweep so far: each ended trial read once
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        recorder.write(statuses(ended_before + args.batch))
+        incremental = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        trials_df, history_df = results.collect(
+            [
+                results.TrialDir(t, loc / "ray" / t, c, running=s == "RUNNING")
+                for t, c, s in statuses(ended_before + args.batch)
+            ],
+            METRIC,
+            "max",
+            args.epochs,
+        )
+        results.write_results(loc, trials_df, history_df, "")
+        full = time.perf_counter() - t0
+        assert len(history_df) == args.trials * args.epochs
+        written = pd_read(root)
+        assert len(written) == args.trials * args.epochs, len(written)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    print(
+        f"{args.trials} trials x {args.epochs} epochs, {args.running} running, {args.batch} just "
+        f"ended:\n  full rewrite (collect every trial, write): {full:.2f} s\n"
+        f"  incremental rewrite (Recorder.write):      {incremental:.2f} s  "
+        f"({full / incremental:.1f}x faster)\n"
+        f"  the recorder's first write (every ended trial read once): {first:.2f} s"
+    )
+    return 0
+
+
+def pd_read(root: Path) -> Any:
+    import pandas
+
+    return pandas.read_parquet(root / "history.parquet")
 
 
 def measure(exp_dir: Path, args: argparse.Namespace) -> int:

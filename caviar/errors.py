@@ -23,6 +23,10 @@ class RunDirError(CaviarError):
     """A run directory is missing, incomplete or already in use."""
 
 
+class LRFindError(CaviarError):
+    """The learning-rate range test diverged before it had a curve to suggest from."""
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """ "; did you mean 'x'?" for the closest option, or ''. A prefix match wins (grace ->
     grace_period), then the most similar spelling."""

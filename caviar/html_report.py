@@ -133,12 +133,11 @@ def _summary(run: analysis.Run) -> str:
     train = spec.get("train") or {}
     what = train.get("task") or train.get("function") or "?"
     searcher = (spec.get("searcher") or {}).get("name", "?")
-    sched = spec.get("scheduler") or {}
-    sched_text = sched.get("name", "?")
+    sched = run.scheduler
+    sched_text = str(sched["name"])
     if sched_text == "asha":
         sched_text += (
-            f" (grace_period {sched.get('grace_period')}, "
-            f"reduction_factor {sched.get('reduction_factor')})"
+            f" (grace_period {sched['grace_period']}, reduction_factor {sched['reduction_factor']})"
         )
     budget = (spec.get("budget") or {}).get("num_samples", "?")
     return (

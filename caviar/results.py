@@ -9,6 +9,7 @@ rename).
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,8 @@ class TrialRecord:
     stopped_by_asha: bool = False
     running: bool = False
     """Not ended when the tables were written (a sweep in progress, or interrupted)."""
+    rungs: list[float] | None = None
+    """This trial's ASHA milestones where they differ from the sweep's (its bracket's)."""
 
 
 def trial_status(last: Mapping[str, Any] | None, errored: bool, max_epochs: int) -> Status:
@@ -100,14 +103,16 @@ def error_type(text: str | None) -> str | None:
     return None
 
 
-def asha_rungs(grace_period: float, reduction_factor: float, max_epochs: int) -> list[float]:
-    """ASHA's milestones in epochs: grace_period * reduction_factor**k up to max_epochs, as
-    Ray Tune places them (one bracket)."""
-    rungs, rung = [], float(grace_period)
-    while rung <= max_epochs * (1 + 1e-9) and reduction_factor > 1:
-        rungs.append(int(rung) if rung.is_integer() else rung)
-        rung *= reduction_factor
-    return rungs
+def asha_rungs(
+    grace_period: float, reduction_factor: float, max_epochs: int, bracket: int = 0
+) -> list[float]:
+    """ASHA's milestones in epochs for one bracket, lowest first, as Ray Tune's
+    ``_Bracket`` places them: grace_period * reduction_factor**(k + bracket)."""
+    if reduction_factor <= 1:
+        return []
+    count = int(math.log(max_epochs / grace_period) / math.log(reduction_factor) - bracket + 1)
+    rungs = [float(grace_period) * reduction_factor ** (k + bracket) for k in range(count)]
+    return [int(r) if r.is_integer() else r for r in rungs]
 
 
 def _rung(last: Mapping[str, Any] | None, rungs: list[float]) -> int:
@@ -146,7 +151,7 @@ def _trial_row(
         "round": rec.round,
         "epochs": int(last["epoch"]) if last else 0,
         "stopped_by_asha": rec.stopped_by_asha,
-        "rung": None if rungs is None else _rung(last, rungs),
+        "rung": None if (rungs := rec.rungs or rungs) is None else _rung(last, rungs),
         **{f"param_{k}": v for k, v in rec.config.items()},
         metric: last.get(metric) if last else None,
         f"best_{metric}": best,
@@ -209,6 +214,7 @@ class TrialDir:
     """The trial ended in error. None: judge by its error file; but Ray keeps that file when a
     retry from the checkpoint then succeeds, so the driver passes the trial's final state."""
     running: bool = False
+    rungs: list[float] | None = None
 
     def record(self, history: list[dict[str, Any]], error: str | None) -> TrialRecord:
         return TrialRecord(
@@ -219,6 +225,7 @@ class TrialDir:
             self.round,
             self.stopped_by_asha,
             self.running,
+            self.rungs,
         )
 
     def error_of(self, text: str | None) -> str | None:

@@ -8,8 +8,9 @@ Every numeric domain has a *scale*: the transform in which it is sampled uniform
 - ``one_minus_log``: ln(1 - value); momentum-like parameters. beta in [0.9, 0.999] spends as
   much effort on 0.99-0.999 as on 0.9-0.99.
 
-The scale is handled once, in `to_unit` / `from_unit`, which map a domain onto [0, 1]. Searchers
-work in that unit cube, so sampling, narrowing and conversion never repeat the scale logic.
+The scale is handled once, in `Numeric` (the base of `Float` and `Int`): `to_unit` /
+`from_unit` map a domain onto [0, 1]. Searchers work in that unit cube, and the analysis places
+values on it, so sampling, narrowing, conversion and plotting never repeat the scale logic.
 
 Integer domains include both bounds (like W&B's ``int_uniform``, unlike Ray's ``randint``).
 """
@@ -20,11 +21,9 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-
-SCALES = ("linear", "log", "one_minus_log")
 
 _FORWARD = {
     "linear": lambda x: x,
@@ -59,38 +58,54 @@ class Domain(ABC):
 
 
 @dataclass(frozen=True)
-class Float(Domain):
+class Numeric(Domain):
+    """A number in [low, high] on a scale (``linear``, ``log``, ``one_minus_log``).
+
+    Unit coordinates are linear in the scale's transform between the bounds, each widened by
+    `_PAD`: `to_unit` and `value_at` are exact inverses on the whole line; subclasses round
+    and clip in `from_unit` and `narrow`."""
+
     low: float
     high: float
     scale: str = "linear"
-    q: float | None = None
+
+    _PAD: ClassVar[float] = 0.0
 
     def _bounds(self) -> tuple[float, float]:
         f = _FORWARD[self.scale]
-        return f(self.low), f(self.high)
+        return f(self.low - self._PAD), f(self.high + self._PAD)
 
-    def from_unit(self, u: float) -> float:
+    def value_at(self, u: float) -> float:
+        """The number at unit coordinate u, neither rounded nor kept within the bounds."""
         a, b = self._bounds()
-        x = _INVERSE[self.scale](a + u * (b - a))
-        if self.q is not None:
-            x = round(x / self.q) * self.q
-        return float(min(max(x, self.low), self.high))
+        return _INVERSE[self.scale](a + u * (b - a))
 
     def to_unit(self, value: Any) -> float:
         a, b = self._bounds()
         return (_FORWARD[self.scale](float(value)) - a) / (b - a)
 
+    def _narrowed_bounds(self, lo: float, hi: float) -> tuple[float, float]:
+        """The values at unit coordinates lo < hi, kept within the domain's bounds unless lo < 0
+        or hi > 1 asked to go past them (floating point and the integer half-steps would
+        otherwise spill over)."""
+        low, high = self.value_at(lo), self.value_at(hi)
+        return (max(low, self.low) if lo >= 0 else low), (min(high, self.high) if hi <= 1 else high)
+
+
+@dataclass(frozen=True)
+class Float(Numeric):
+    q: float | None = None
+
+    def from_unit(self, u: float) -> float:
+        x = self.value_at(u)
+        if self.q is not None:
+            x = round(x / self.q) * self.q
+        return float(min(max(x, self.low), self.high))
+
     def narrow(self, lo: float, hi: float) -> Float:
         """The part of this domain between unit coordinates lo < hi, on the same scale; lo < 0
         or hi > 1 extends it past its bounds."""
-        a, b = self._bounds()
-        low, high = _clip_inside(
-            self,
-            lo,
-            hi,
-            _INVERSE[self.scale](a + lo * (b - a)),
-            _INVERSE[self.scale](a + hi * (b - a)),
-        )
+        low, high = self._narrowed_bounds(lo, hi)
         return replace(self, low=low, high=high)
 
     def to_raw(self) -> Any:
@@ -101,46 +116,27 @@ class Float(Domain):
 
 
 @dataclass(frozen=True)
-class Int(Domain):
+class Int(Numeric):
     """Integers in [low, high], both included."""
 
     low: int
     high: int
-    scale: str = "linear"
 
-    def _bounds(self) -> tuple[float, float]:
-        # Widen by half a step each side so both end points get their full share.
-        if self.scale == "log":  # low >= 1 here, so low - 0.5 > 0
-            return math.log(self.low - 0.5), math.log(self.high + 0.5)
-        return self.low - 0.5, self.high + 0.5
+    # Widen by half a step each side so both end points get their full share (a log Int has
+    # low >= 1, so low - 0.5 > 0).
+    _PAD: ClassVar[float] = 0.5
 
     def from_unit(self, u: float) -> int:
-        a, b = self._bounds()
-        t = a + u * (b - a)
-        x = math.exp(t) if self.scale == "log" else t
-        return int(min(max(round(x), self.low), self.high))
-
-    def to_unit(self, value: Any) -> float:
-        a, b = self._bounds()
-        t = math.log(value) if self.scale == "log" else float(value)
-        return (t - a) / (b - a)
+        return int(min(max(round(self.value_at(u)), self.low), self.high))
 
     def narrow(self, lo: float, hi: float) -> Int | Fixed:
         """The integers between unit coordinates lo < hi (see `Float.narrow`)."""
-        a, b = self._bounds()
-        inv = math.exp if self.scale == "log" else (lambda t: t)
-        low, high = _clip_inside(self, lo, hi, inv(a + lo * (b - a)), inv(a + hi * (b - a)))
+        low, high = self._narrowed_bounds(lo, hi)
         low, high = max(round(low), 1) if self.scale == "log" else round(low), round(high)
         return replace(self, low=low, high=high) if low < high else Fixed(low)
 
     def to_raw(self) -> Any:
         return {"lograndint" if self.scale == "log" else "randint": [self.low, self.high]}
-
-
-def _clip_inside(d: Float | Int, lo: float, hi: float, low: float, high: float) -> tuple:
-    """Keep a narrowed side within the domain's bounds unless it was asked to go past them
-    (floating point and the integer half-steps would otherwise spill over)."""
-    return (max(low, d.low) if lo >= 0 else low), (min(high, d.high) if hi <= 1 else high)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pydantic.dataclasses import dataclass
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
 from caviar.searchers import SEARCHERS, options_class, searcher_class
-from caviar.space import Choice, Domain, Fixed, Space, parse_domain
+from caviar.space import Choice, Domain, Fixed, Float, Space, parse_domain
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 MAX_TRIALS = 100_000
@@ -58,6 +58,17 @@ class BudgetSpec:
     max_concurrent: PositiveInt | None = None
     """Trials at once; default: as many as the cluster's CPUs and GPUs hold."""
     time_budget_s: Annotated[float, Field(gt=0)] | None = None
+    trial_time_s: Annotated[float, Field(gt=0)] | None = None
+    """A trial running longer ends as error (TrialTimeout); default: no limit."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class WatchdogSpec:
+    """A trial silent for `factor` times its median epoch time, and at least `min_s` seconds,
+    has hung: it ends as error (TrialHung) and its slot goes to the next trial."""
+
+    factor: Annotated[float, Field(gt=1)] = 10.0
+    min_s: Annotated[float, Field(gt=0)] = 60.0
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -92,7 +103,8 @@ class SweepSpec:
     resources: ResourcesSpec = ResourcesSpec()
     checkpoint: CheckpointSpec = CheckpointSpec()
     storage: str | None = None
-    seed: int = 0
+    watchdog: WatchdogSpec = WatchdogSpec()
+    seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 0
     """Restarts of a failed trial, each from its latest checkpoint, before it ends as error."""
 
@@ -180,19 +192,49 @@ def parse_spec(raw: Any) -> SweepSpec:
     searcher_raw = raw.pop("searcher", None) or {}
     searcher = _parse_searcher(searcher_raw, problems)
 
-    try:
-        spec = TypeAdapter(SweepSpec).validate_python(
-            {**raw, "space": Space.from_dict(domains), "searcher": searcher}
-        )
-    except ValidationError as e:
-        problems.extend(_explain(err) for err in e.errors())
-        spec = None
-    if spec is not None and not problems:
-        problems.extend(_cross_checks(spec))
+    fields = {**raw, "space": Space.from_dict(domains), "searcher": searcher}
+    spec, invalid = _validate(fields, problems)
+    if spec is not None:
+        problems.extend(_cross_checks(spec, invalid))
     if problems:
         raise SpecError(problems)
     assert spec is not None
     return spec
+
+
+# Stand-ins for required fields that failed, so that the rest of a spec can still be checked.
+_STAND_INS = {"name": "spec", "metric": "", "mode": "max", "train": {}}
+
+
+def _validate(fields: dict[str, Any], problems: list[str]) -> tuple[SweepSpec | None, set[str]]:
+    """The spec, its problems added to `problems`, and the fields that failed ("budget",
+    "train.max_epochs"). A failed field is left out (its default or a stand-in takes its
+    place), so the cross checks find the spec's other problems in the same pass; they must not
+    judge the failed fields."""
+    adapter = TypeAdapter(SweepSpec)
+    try:
+        return adapter.validate_python(fields), set()
+    except ValidationError as e:
+        errors = e.errors()
+    problems.extend(_explain(err) for err in errors)
+    invalid = set()
+    for err in errors:
+        loc = tuple(str(p) for p in err["loc"])
+        if not loc:
+            return None, invalid
+        section = fields.get(loc[0])
+        if len(loc) > 1 and isinstance(section, Mapping):  # one key of a section
+            fields[loc[0]] = {k: v for k, v in section.items() if str(k) != loc[1]}
+        else:
+            fields.pop(loc[0], None)
+            if loc[0] in _STAND_INS:
+                fields[loc[0]] = _STAND_INS[loc[0]]
+        if err["type"] != "unexpected_keyword_argument":  # an unknown key is read by nothing
+            invalid.add(".".join(loc[:2]))
+    try:
+        return adapter.validate_python(fields), invalid
+    except ValidationError:  # not expected: every problem is reported all the same
+        return None, invalid
 
 
 def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
@@ -228,27 +270,36 @@ def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
         return SearcherSpec()
 
 
-def _cross_checks(spec: SweepSpec) -> list[str]:
+def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
+    """The problems between fields, leaving alone those `invalid` names (see `_validate`)."""
+
+    def valid(*fields: str) -> bool:
+        return not any(
+            f == i or f.startswith(i + ".") or i.startswith(f + ".")
+            for f in fields
+            for i in invalid
+        )
+
     problems = []
     t = spec.train
-    if (t.task is None) == (t.function is None):
+    if valid("train.task", "train.function") and (t.task is None) == (t.function is None):
         problems.append(
             "train: expected exactly one of 'task' (built-in data: "
             f"{', '.join(builtin.TASKS)}) or 'function' (\"module:function\"), "
             f"found task={t.task!r} and function={t.function!r}"
         )
-    if t.task is not None:
+    if t.task is not None and valid("train.task"):
         if t.task not in builtin.TASKS:
             problems.append(
                 f"train.task: unknown task '{t.task}'{did_you_mean(t.task, builtin.TASKS)} "
                 f"(expected one of {', '.join(builtin.TASKS)})"
             )
-        if t.model not in builtin.MODELS:
+        if valid("train.model") and t.model not in builtin.MODELS:
             problems.append(
                 f"train.model: unknown model '{t.model}'{did_you_mean(t.model, builtin.MODELS)} "
                 f"(expected one of {', '.join(builtin.MODELS)})"
             )
-        if spec.metric not in builtin.METRICS:
+        if valid("metric") and spec.metric not in builtin.METRICS:
             problems.append(
                 f"metric: the built-in train function does not report '{spec.metric}'"
                 f"{did_you_mean(spec.metric, builtin.METRICS)} "
@@ -259,7 +310,7 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
                 "metric: test_acc scores the test split, which must never pick trials; "
                 "use val_acc or val_loss"
             )
-        problems.extend(_check_builtin_values(spec))
+        problems.extend(_check_builtin_values(spec, read_data=valid("train.data", "train.label")))
     if t.function is not None and not re.fullmatch(r"[\w.]+:\w+", t.function):
         problems.append(
             f'train.function: expected "module:function" (e.g. mytrain:train), found {t.function!r}'
@@ -269,7 +320,9 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
             problems.append(f"{where}.max_epochs: set it as train.max_epochs, which ASHA uses too")
     for key in sorted(set(t.fixed) & set(spec.space.names)):
         problems.append(f"train.fixed.{key}: also searched in space.{key}; keep one of the two")
-    if spec.searcher.options is not None:
+    if spec.searcher.options is not None and valid(
+        "train.fixed", "train.max_epochs", "budget.num_samples"
+    ):
         cls = searcher_class(spec.searcher.name)
         problems.extend(
             cls.check(spec.trial_space(), spec.searcher.options, spec.budget.num_samples)
@@ -280,37 +333,21 @@ def _cross_checks(spec: SweepSpec) -> list[str]:
             f"trial in the driver's memory), found {spec.budget.num_samples:,}; split the sweep "
             "or narrow the space with coarse_to_fine"
         )
-    if t.max_epochs > MAX_EPOCHS and spec.budget.time_budget_s is None:
+    if t.max_epochs > MAX_EPOCHS and spec.budget.time_budget_s is None and valid("budget"):
         problems.append(
             f"train.max_epochs: {t.max_epochs:,} epochs with no budget.time_budget_s would run "
             f"for ever; set budget.time_budget_s, or at most {MAX_EPOCHS:,} epochs"
         )
-    if spec.scheduler.name == "asha" and spec.scheduler.grace_period > t.max_epochs:
+    if (
+        valid("scheduler", "train.max_epochs")
+        and spec.scheduler.name == "asha"
+        and spec.scheduler.grace_period > t.max_epochs
+    ):
         problems.append(
             f"scheduler.grace_period: must be <= train.max_epochs ({t.max_epochs}), "
             f"found {spec.scheduler.grace_period}"
         )
     return problems
-
-
-# Numeric hyperparameters of the built-in function: (lowest, highest, highest included).
-_RANGES: dict[str, tuple[float, float | None, bool]] = {
-    "lr": (1e-12, None, True),
-    "batch_size": (1, None, True),
-    "depth": (1, None, True),
-    "hidden": (1, None, True),
-    "channels": (1, None, True),
-    "kernel_size": (1, None, True),
-    "accumulate": (1, None, True),
-    "dropout": (0, 1, False),
-    "label_smoothing": (0, 1, False),
-    "weight_decay": (0, None, True),
-    "momentum": (0, 1, False),
-    "mixup_alpha": (0, None, True),
-    "beta1": (0, 1, False),
-    "beta2": (0, 1, False),
-    "warmup_epochs": (0, None, True),
-}
 
 
 def _candidates(d: Domain) -> list[Any]:
@@ -322,51 +359,59 @@ def _candidates(d: Domain) -> list[Any]:
     return [d.low, d.high]  # type: ignore[attr-defined]
 
 
-def _check_builtin_values(spec: SweepSpec) -> list[str]:
-    """Every fixed and searched value of the built-in function's hyperparameters is usable."""
-    problems = []
-    train_size = builtin.TRAIN_SIZES.get(spec.train.task or "")
-    if spec.train.task == "file":
-        from caviar.train.data import DataError, load
+def _check_builtin_values(spec: SweepSpec, read_data: bool) -> list[str]:
+    """Every fixed and searched value of the built-in function's hyperparameters is one its
+    declaration (`caviar.train.KNOBS`) allows. `read_data`: whether train.data and
+    train.label are valid, to bound batch_size by the training split."""
+    from caviar.train.data import DataError, examples, split_sizes
 
-        if spec.train.data is None:
-            return ["train.data: task 'file' needs train.data, the path of a .npz or .parquet file"]
+    problems = []
+    train_size = None
+    if spec.train.task in builtin.TASKS and read_data:
         try:
-            train_size = len(load("file", spec.seed, spec.train.data, spec.train.label).x_train)
+            found = examples(spec.train.task, spec.train.data, spec.train.label)
+            train_size = split_sizes(*found)[0]
         except DataError as e:
-            return [str(e)]
+            problems.extend(e.problems)
     for name, d in spec.trial_space():
         where = f"train.fixed.{name}" if name in spec.train.fixed else f"space.{name}"
         if name == "max_epochs":
             continue
-        if name not in builtin.HYPERPARAMETERS:
+        knob = builtin.KNOBS_BY_NAME.get(name)
+        if knob is None:
             problems.append(
                 f"{where}: the built-in train function has no hyperparameter '{name}'"
                 f"{did_you_mean(name, builtin.HYPERPARAMETERS)} "
                 f"(known: {', '.join(sorted(builtin.HYPERPARAMETERS))})"
             )
             continue
+        why = ""
+        if name == "batch_size" and train_size is not None:
+            knob = dataclasses.replace(knob, high=train_size, high_inclusive=True)
+            why = " (the training split's size)"
+        if knob.integer and isinstance(d, Float) and not _integer_valued(d):
+            problems.append(
+                f"{where}: expected integer values of {name}, found {d.to_raw()}; "
+                "use randint or lograndint"
+            )
+            continue
         for value in _candidates(d):
-            allowed = builtin.CHOICES.get(name)
-            if allowed is not None and value not in allowed:
+            if knob.choices is not None and value not in knob.choices:
+                allowed = knob.choices
                 problems.append(
                     f"{where}: unknown {name} {value!r}"
                     f"{did_you_mean(str(value), map(str, allowed))} "
                     f"(expected one of {', '.join(map(str, allowed))})"
                 )
-            elif name in _RANGES:
-                lo, hi, hi_ok = _RANGES[name]
-                if name == "batch_size" and train_size is not None:
-                    hi = train_size
-                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-                ok = ok and value >= lo and (hi is None or value < hi or (hi_ok and value == hi))
-                if not ok:
-                    bound = "" if hi is None else f" and {'<=' if hi_ok else '<'} {hi:g}"
-                    why = " (the training split's size)" if name == "batch_size" and hi else ""
-                    problems.append(
-                        f"{where}: expected {name} >= {lo:g}{bound}{why}, found {value!r}"
-                    )
+            elif not knob.accepts(value):
+                problems.append(f"{where}: expected {knob.expected(value)}{why}, found {value!r}")
     return problems
+
+
+def _integer_valued(d: Float) -> bool:
+    """Whether every value of a float domain is a whole number: multiples of a whole q
+    between whole bounds."""
+    return d.q is not None and all(float(v).is_integer() for v in (d.low, d.high, d.q))
 
 
 def _explain(err: Mapping[str, Any], prefix: tuple = (), cls: type = SweepSpec) -> str:

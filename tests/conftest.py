@@ -74,6 +74,20 @@ class CaviarProcess:
         return _local_cluster_module().session_members({self.popen.pid}, marker)
 
 
+@pytest.fixture(autouse=True)
+def _fast_lane_imports_no_ray(request: pytest.FixtureRequest):
+    """`pytest -m "not integration"` is the fast lane: a test outside the integration lane that
+    imports Ray fails, so the lane stays fast and keeps the import boundaries honest."""
+    had_ray = "ray" in sys.modules
+    yield
+    if (
+        not had_ray
+        and "ray" in sys.modules
+        and request.node.get_closest_marker("integration") is None
+    ):
+        pytest.fail(f"{request.node.nodeid} imported Ray; mark it @pytest.mark.integration")
+
+
 QUICK_SPEC = {
     "name": "t",
     "metric": "val_acc",

@@ -66,10 +66,16 @@ def _score(config: dict) -> float:
 
 
 def write_fake_run(
-    root: Path, *, errored: bool = False, regions: bool = True, trials: int = 16
+    root: Path,
+    *,
+    errored: bool = False,
+    regions: bool = True,
+    trials: int = 16,
+    unfinished: str | None = None,
 ) -> Path:
     """`trials` trials in 2 rounds: completed, stopped by ASHA at rungs 1 and 2, one diverged;
-    or, with errored, 3 trials that all raised."""
+    or, with errored, 3 trials that all raised. The trial named `unfinished` had not ended
+    when the tables were written (an interrupted sweep)."""
     rng = np.random.default_rng(0)
     records = []
     n = 3 if errored else trials
@@ -101,7 +107,12 @@ def write_fake_run(
         if i == 5:  # one diverged trial
             history = history[:1] + [{"epoch": 2, "val_acc": float("nan"), "diverged": True}]
             asha = False
-        records.append(results.TrialRecord(tid, config, history, None, 2 * i // n, asha))
+        running = tid == unfinished
+        records.append(
+            results.TrialRecord(
+                tid, config, history, None, 2 * i // n, asha and not running, running
+            )
+        )
     trials, history = results.build_tables(records, "val_acc", "max", 4)
     run_dir = root / ("empty" if errored else "fake")
     run_dir.mkdir(parents=True)
@@ -285,6 +296,25 @@ def test_asha_rungs_and_what_stopping_saved(fake_run):
     assert s.seconds_saved_by_asha == pytest.approx(0.5 * s.epochs_saved_by_asha)
 
 
+@pytest.mark.parametrize(
+    "scheduler", [{"name": "asha"}, None], ids=["no-reduction-factor", "no-scheduler"]
+)
+def test_asha_rungs_take_the_specs_defaults_for_what_spec_yaml_leaves_out(tmp_path, scheduler):
+    # SchedulerSpec: asha, grace_period 1, reduction_factor 3; the sweep placed its rungs so.
+    spec = {k: v for k, v in FAKE_SPEC.items() if k != "scheduler"}
+    spec["train"] = {**FAKE_SPEC["train"], "max_epochs": 9}
+    if scheduler is not None:
+        spec["scheduler"] = scheduler
+    run_dir = write_fake_run(tmp_path)
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
+    run = analysis.load(run_dir)
+    assert analysis.asha_rungs(run) == results.asha_rungs(1, 3.0, 9) == [1, 3, 9]
+    assert analysis.asha_summary(run).rungs["epoch"].tolist() == [1, 3, 9]
+    from caviar.html_report import render_report
+
+    assert "asha (grace_period 1, reduction_factor 3.0)" in render_report(run)
+
+
 def test_a_completed_one_shot_trial_saved_nothing(tmp_path):
     # A one-shot objective reports once and completes: it did not stop early.
     records = [results.TrialRecord("a", {"x": 1.0}, [{"epoch": 1, "s": 1.0, "caviar_final": True}])]
@@ -321,6 +351,28 @@ def test_plots_say_why_there_is_nothing_to_draw(tmp_path):
         for t in analysis.plot_lr_batch_interaction(run, x="lr", y="dropout").findobj(Text)
     ]
     assert any("needs lr and dropout both searched" in t for t in texts)
+
+
+def test_an_unfinished_trial_ranks_in_the_plots_as_in_the_leaderboard(tmp_path):
+    # An interrupted sweep: its best trial had not ended. `caviar results` / `caviar best`
+    # rank it (objective.RANKED), so the plots must show it as the best too.
+    top = analysis.best(analysis.load(write_fake_run(tmp_path / "a"))).trial_id
+    run = analysis.load(write_fake_run(tmp_path / "b", unfinished=top))
+    row = run.trials.set_index("trial_id").loc[top]
+    assert row["status"] == "unfinished" and analysis.best(run).trial_id == top
+    best = row["best_val_acc"]
+
+    lr_axes = analysis.plot_param_effects(run).axes[0]
+    (star,) = [c for c in lr_axes.collections if list(c.get_sizes()) == [140]]
+    assert star.get_offsets().tolist() == [[row["param_lr"], best]]
+
+    by_round = analysis.plot_metric_by_round(run).axes[0]
+    (line,) = [ln for ln in by_round.get_lines() if ln.get_label() == "round's max"]
+    assert line.get_ydata()[list(line.get_xdata()).index(row["round"])] == best
+
+    parallel = analysis.plot_parallel_coordinates(run).axes[0]
+    assert parallel.get_title() == f"parallel coordinates: {len(analysis.leaderboard(run))} trials"
+    assert len(analysis.leaderboard(run)) == len(parallel.collections[0].get_segments())
 
 
 def test_importance_ranks_the_parameter_that_matters_first(tmp_path):
@@ -369,6 +421,69 @@ def test_best_and_export_round_trip(fake_run, tmp_path):
     x = torch.randn(5, 8, 8)
     with torch.no_grad():
         assert torch.equal(model(x), reference.eval()(x))
+
+
+def trained_checkpoint() -> tuple:
+    """A real checkpoint of the built-in train function (one epoch on digits, no Ray), the
+    network it holds (in eval mode), and the data it trained on."""
+    from caviar.train.data import load as load_data
+    from caviar.train.models import build
+    from caviar.train.population import Population
+
+    data = load_data("digits")
+    population = Population(data, "mlp")
+    population.add("t", {"max_epochs": 2})
+    ((_, _, ckpt, _),) = population.train_epoch()
+    arch = ckpt["arch"]
+    net = build(arch["model"], tuple(arch["shape"]), arch["num_classes"], arch["hp"])
+    net.load_state_dict(ckpt["model"])
+    return ckpt, net.eval(), data
+
+
+def test_exported_model_takes_raw_inputs(fake_run, tmp_path):
+    import torch
+    from sklearn.datasets import load_digits
+
+    ckpt, net, data = trained_checkpoint()
+    assert {"input_mean", "input_std"} <= set(ckpt["arch"])
+    run = analysis.load(fake_run)
+    write_fake_checkpoint(fake_run, analysis.best(run).trial_id, ckpt, 4)
+    path = analysis.export_best(run, tmp_path)
+    payload = torch.load(path, weights_only=True)
+    assert payload["format_version"] == 2 and payload["input_mean"].shape == (64,)
+    assert torch.equal(payload["input_std"], torch.from_numpy(data.std))
+
+    # The network saw inputs standardized with training statistics; a user has raw ones.
+    raw = load_digits().data[:300].reshape(-1, 8, 8)  # 0..16 pixel values
+    standardized = ((raw.reshape(len(raw), -1) - data.mean) / data.std).astype(np.float32)
+    model = analysis.load_model(path)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(standardized))
+        got = model(torch.as_tensor(raw, dtype=torch.float32))
+        unstandardized = net(torch.as_tensor(raw, dtype=torch.float32)).argmax(1)
+    assert torch.equal(got.argmax(1), expected.argmax(1))
+    assert torch.allclose(got, expected, atol=1e-4)
+    # Without the standardization the same network predicts other classes: the test can tell.
+    assert (unstandardized != expected.argmax(1)).any()
+
+
+def test_load_model_reads_version_1_files(fake_run, tmp_path):
+    import torch
+
+    from caviar.analysis.standardize import Standardize
+
+    ckpt, net, data = trained_checkpoint()
+    run = analysis.load(fake_run)
+    write_fake_checkpoint(fake_run, analysis.best(run).trial_id, ckpt, 4)
+    payload = torch.load(analysis.export_best(run, tmp_path), weights_only=True)
+    # A version-1 file has no input statistics: its model takes standardized inputs.
+    v1 = {k: v for k, v in payload.items() if not k.startswith("input_")}
+    torch.save({**v1, "format_version": 1}, tmp_path / "v1.pt")
+    model = analysis.load_model(tmp_path / "v1.pt")
+    assert not any(isinstance(m, Standardize) for m in model.modules())
+    x = torch.as_tensor(data.x_test)
+    with torch.no_grad():
+        assert torch.equal(model(x), net(x))
 
 
 def test_best_prefers_the_best_epoch_checkpoint_while_ray_keeps_it(fake_run):
@@ -638,8 +753,11 @@ def test_exported_model_reproduces_the_trials_test_accuracy(real_run, tmp_path, 
     data = load_data("digits", run.spec["seed"])
 
     def accuracy(x, y):
+        raw = x * data.std + data.mean  # the exported model standardizes raw inputs itself
         with torch.no_grad():
-            return (model(torch.as_tensor(x)).argmax(1) == torch.as_tensor(y)).float().mean().item()
+            return (
+                (model(torch.as_tensor(raw)).argmax(1) == torch.as_tensor(y)).float().mean().item()
+            )
 
     h = run.history.set_index(["trial_id", "epoch"])
     # Its validation accuracy at the exported epoch is what the trial reported then...

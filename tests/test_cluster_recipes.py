@@ -174,6 +174,7 @@ def _flag(argv: list[str], name: str) -> str | None:
     return None
 
 
+@pytest.mark.integration  # imports Ray
 def test_launcher_config_passes_rays_own_validation(launcher):
     util = pytest.importorskip("ray.autoscaler._private.util")
     # What `ray up` does before it calls the cloud: defaults merged, schema and node types checked.

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import CaviarProcess
 
 from caviar.results import load_history, load_trials
 from caviar.searchers.coarse_to_fine import split_budget
+
+pytestmark = pytest.mark.integration
 
 # A train function slow enough to be caught mid-epoch: it resumes from its checkpoint and
 # records the epoch it started from in every report.

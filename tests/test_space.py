@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from caviar.space import Choice, Fixed, Float, Int, parse_domain
+from caviar.space import Choice, Fixed, Float, Int, Numeric, parse_domain
 
 RNG = np.random.default_rng(0)
 
@@ -73,6 +73,21 @@ def test_unit_round_trip_and_raw_round_trip(domain):
         v = domain.from_unit(u)
         assert domain.from_unit(domain.to_unit(v)) == pytest.approx(v)
     assert parse_domain(domain.to_raw()) == domain
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [Float(1e-4, 1.0, "log"), Float(0.9, 0.999, "one_minus_log"), Int(2, 9), Int(1, 256, "log")],
+)
+def test_numeric_domains_share_one_scale(domain):
+    assert isinstance(domain, Numeric)
+    # value_at is to_unit's exact inverse, also past the bounds (where from_unit clips).
+    for u in (-0.5, 0.0, 0.3, 1.0, 1.2):
+        assert domain.to_unit(domain.value_at(u)) == pytest.approx(u)
+    assert domain.from_unit(1.2) == domain.high and domain.value_at(1.2) > domain.high
+    # An integer domain's unit interval spans its bounds' half-steps.
+    pad = 0.5 if isinstance(domain, Int) else 0.0
+    assert domain.value_at(0.0) == pytest.approx(domain.low - pad)
 
 
 @pytest.mark.parametrize(

@@ -256,3 +256,156 @@ def test_cli_unimportable_user_function_exits_2_before_ray(write_spec, tmp_path)
     )
     assert out.returncode == 2
     assert "train.function: cannot import 'nosuchmodule:train' (ModuleNotFoundError" in out.stderr
+
+
+def test_problems_of_every_stage_are_listed_in_one_pass():
+    # Unknown keys and bad values (pydantic's stage) and the checks between fields (a task's
+    # name, the built-in function's values) used to be reported in two rounds.
+    found = problems(
+        budgett={},
+        scheduler={"name": "asha", "grace_period": "soon"},
+        train={"task": "mnist1dd", "max_epochs": 4, "fixed": {"gamma": -1}},
+        space={"lr": {"uniform": [2, 1]}, "dropout": 1.5},
+    )
+    assert sorted(p.split(":")[0] for p in found) == [
+        "budgett",
+        "scheduler.grace_period",
+        "space.dropout",
+        "space.lr",
+        "train.fixed.gamma",
+        "train.task",
+    ], found
+
+
+def test_a_field_that_fails_is_not_judged_again_by_its_default():
+    # train.max_epochs fails; its default (20) must not make grace_period 10 look fine or
+    # 30 look wrong, and a missing metric must not be reported as an unknown one.
+    found = problems(train={"task": "digits", "max_epochs": "many"}, scheduler={"grace_period": 30})
+    assert [p.split(":")[0] for p in found] == ["train.max_epochs"], found
+    found = problems(raw={k: v for k, v in QUICK_SPEC.items() if k != "metric"})
+    assert found == ["metric: missing; this key is required"]
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("base_batch_size", 0, "expected base_batch_size >= 1, found 0"),
+        ("step_epochs", 0, "expected step_epochs >= 1, found 0"),
+        ("gamma", -0.1, "expected gamma > 0, found -0.1"),
+        ("gamma", 0, "expected gamma > 0, found 0"),
+        ("eps", 0.0, "expected eps > 0, found 0.0"),
+        ("clip_norm", -1.0, "expected clip_norm >= 0, found -1.0"),
+        ("clip_value", -0.5, "expected clip_value >= 0, found -0.5"),
+        ("plateau_patience", -1, "expected plateau_patience >= 0, found -1"),
+        ("patience", -2, "expected patience >= 0, found -2"),
+        ("lr", 0, "expected lr > 0, found 0"),
+        ("lr", float("inf"), "expected a finite lr > 0, found inf"),
+        ("seed", -1, "expected seed >= 0 and <= 18446744073709551615, found -1"),
+        (
+            "seed",
+            1.5,
+            "expected an integer seed >= 0 and <= 18446744073709551615, found 1.5",
+        ),
+        ("hidden", 0, "expected hidden >= 1, found 0"),
+        ("kernel_size", 2.5, "expected an integer kernel_size >= 1, found 2.5"),
+        ("beta2", 1.0, "expected beta2 >= 0 and < 1, found 1.0"),
+        ("label_smoothing", 1, "expected label_smoothing >= 0 and < 1, found 1"),
+        ("mixup_alpha", -0.2, "expected mixup_alpha >= 0, found -0.2"),
+        ("warmup_epochs", "two", "expected warmup_epochs >= 0, found 'two'"),
+    ],
+)
+def test_values_that_would_crash_every_trial_are_refused(name, value, message):
+    problem = one_problem(
+        train={"task": "digits", "max_epochs": 4, "fixed": {name: value}},
+        space={"dropout": {"uniform": [0.0, 0.5]}},
+    )
+    assert problem == f"train.fixed.{name}: {message}"
+
+
+@pytest.mark.parametrize(
+    "domain, message",
+    [
+        ({"uniform": [-0.5, 0.5]}, "space.gamma: expected gamma > 0, found -0.5"),
+        ({"choice": [0.1, 0.0]}, "space.gamma: expected gamma > 0, found 0.0"),
+    ],
+)
+def test_searched_values_are_checked_at_both_ends(domain, message):
+    assert one_problem(space={"gamma": domain}) == message
+
+
+def test_integer_knobs_take_integer_domains():
+    assert one_problem(space={"hidden": {"uniform": [16, 64]}}) == (
+        "space.hidden: expected integer values of hidden, found {'uniform': [16.0, 64.0]}; "
+        "use randint or lograndint"
+    )
+    parse_spec({**QUICK_SPEC, "space": {"hidden": {"quniform": [16, 64, 8]}}})
+
+
+def test_every_knob_default_is_allowed_by_its_declaration():
+    from caviar.train import KNOBS
+
+    for knob in KNOBS:
+        assert knob.choices is not None or knob.low is not None, knob.name
+        assert knob.accepts(knob.default), knob.name
+
+
+def test_batch_size_is_bounded_by_each_tasks_training_split():
+    from caviar.train.data import split_sizes
+
+    assert split_sizes(1797, None) == (1150, 288, 359)  # digits: a test split held out
+    assert split_sizes(4000, 1000) == (3200, 800, 1000)  # mnist1d: its own test split
+    for task, size in (("mnist1d", 3200), ("digits", 1150), ("synthetic", 1920)):
+        train = {"task": task, "max_epochs": 4}
+        parse_spec({**QUICK_SPEC, "train": train, "space": {"batch_size": size}})
+        problem = one_problem(train=train, space={"batch_size": size + 1})
+        assert f"<= {size} (the training split's size)" in problem
+
+
+def test_validation_reads_only_the_headers_of_a_data_file(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from caviar.train import data
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(100, 3)), rng.integers(0, 2, 100)
+    np.savez_compressed(tmp_path / "d.npz", x=x, y=y, x_test=x[:30], y_test=y[:30])
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": y}).to_parquet(tmp_path / "d.parquet")
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("validation loaded the data")
+
+    monkeypatch.setattr(np, "load", no_loading)
+    monkeypatch.setattr("pyarrow.parquet.read_table", no_loading)
+    monkeypatch.setattr(data, "read_file", no_loading)
+    # .npz: 100 examples and a test split of its own, 20 for validation; .parquet: 100
+    # examples, 20 held out for testing, 16 for validation.
+    for name, train_size in (("d.npz", 80), ("d.parquet", 64)):
+        train = {"task": "file", "data": str(tmp_path / name), "max_epochs": 2}
+        parse_spec({**QUICK_SPEC, "train": train, "space": {"batch_size": train_size}})
+        assert one_problem(train=train, space={"batch_size": train_size + 1}).endswith(
+            f"<= {train_size} (the training split's size), found {train_size + 1}"
+        )
+
+
+def test_what_only_the_data_shows_is_found_when_it_is_loaded(tmp_path):
+    from caviar.train.data import DataError, load
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((20, 2)), y=np.arange(-1, 19))
+    parse_spec(
+        {**QUICK_SPEC, "train": {"task": "file", "data": str(path)}, "space": {"batch_size": 8}}
+    )
+    with pytest.raises(
+        DataError,
+        match=r"'y' must hold integer class labels 0..K-1, found int64 values from -1 to 18",
+    ):
+        load("file", 0, str(path))
+
+
+def test_a_file_that_is_not_an_npz_gets_one_line(tmp_path):
+    path = tmp_path / "d.npz"
+    path.write_text("x,y\n1,2\n")
+    found = problems(train={"task": "file", "data": str(path), "max_epochs": 2})
+    assert found == [
+        f"train.data: {path} is not a readable .npz file (File is not a zip file); write it with numpy.savez"
+    ]

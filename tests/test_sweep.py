@@ -295,3 +295,40 @@ def test_a_run_into_a_used_run_dir_is_refused(write_spec, tmp_path):
     )
     assert [p.name for p in used.iterdir()] == ["trials.parquet"]
     assert (used / "trials.parquet").read_bytes() == b"from an earlier sweep"
+
+
+HANGS_AFTER_TWO_EPOCHS = """
+import threading
+
+import caviar
+
+
+def train(config):
+    for epoch in (1, 2, 3):
+        if config["x"] > 0.5 and epoch == 3:
+            threading.Event().wait()  # a deadlock: never reports again
+        caviar.report({"epoch": epoch, "score": config["x"]})
+"""
+
+
+def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
+    write_spec, tmp_path, private_ray_tmp
+):
+    (tmp_path / "hangs.py").write_text(HANGS_AFTER_TWO_EPOCHS)
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "hangs:train", "max_epochs": 3},
+            "space": {"x": {"choice": [0.1, 0.9, 0.2]}},
+            "searcher": {"name": "grid"},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 3, "max_concurrent": 3},
+            "watchdog": {"factor": 10, "min_s": 3},
+        }
+    )
+    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    by_x = trials.set_index("param_x")
+    assert by_x.loc[0.9, "status"] == "error" and by_x.loc[0.9, "error_type"] == "TrialHung"
+    assert "no report for" in by_x.loc[0.9, "error"] and by_x.loc[0.9, "epochs"] == 2
+    assert list(by_x.loc[[0.1, 0.2], "status"]) == ["completed", "completed"]
+    assert len(history) == 3 + 3 + 2

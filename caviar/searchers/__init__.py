@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-
+from caviar.loader import load_object
 from caviar.searchers.base import NoOptions, Outcome, Searcher
 
 # name -> "module:Class". hyperopt itself is imported only when a TPE searcher is built, so
@@ -18,8 +17,7 @@ SEARCHERS: dict[str, str] = {
 
 def searcher_class(name: str) -> type[Searcher]:
     """The class for a registered name or a "module:Class" path."""
-    module, _, attr = SEARCHERS.get(name, name).partition(":")
-    cls = getattr(importlib.import_module(module), attr)
+    cls = load_object(SEARCHERS.get(name, name))
     if not (isinstance(cls, type) and issubclass(cls, Searcher)):
         raise TypeError(f"{name} is not a subclass of caviar.searchers.Searcher")
     return cls

@@ -32,6 +32,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from caviar import objective
 from caviar.searchers.base import Outcome, Searcher
 from caviar.searchers.tpe import TPEOptions
 from caviar.space import Choice, Domain, Fixed, Space
@@ -123,7 +124,7 @@ class CoarseToFineSearcher(Searcher):
         """Compute the next round's region from this round's best trials."""
         ranked = sorted(
             ((o, c) for _, r, c, o in self.done if r == self.round and o.usable),
-            key=lambda oc: rank_key(oc[0], 1.0 if self.mode == "min" else -1.0),
+            key=lambda oc: rank_key(oc[0], objective.sign(self.mode)),
         )
         box, kept = dict(self.boxes[self.round]), dict(self.kept[self.round])
         if ranked:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from caviar.errors import LRFindError
 from caviar.train import DEFAULTS, models
 from caviar.train.data import Data
 from caviar.train.optim import make_optimizer
@@ -71,6 +72,15 @@ def lr_find(
         best = min(best, smoothed)
         lrs.append(lr)
         losses.append(smoothed)
+    if len(lrs) < 2:
+        how = "became non-finite" if not math.isfinite(smoothed) else "blew up"
+        raise LRFindError(
+            f"lr-find: the training loss {how} at step {i + 1} (lr {lr:.2g}), before the range "
+            "test had two points to compare; a loss that diverges at the smallest learning "
+            "rates comes from the spec: check its fixed and middle-of-domain values (a huge "
+            "weight_decay, a tiny eps, ...) and its data (huge or non-finite features), or "
+            f"start lower than min_lr={min_lr:.2g}"
+        )
     return _suggest(lrs, losses)
 
 

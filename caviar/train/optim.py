@@ -22,7 +22,8 @@ def make_optimizer(params: Any, hp: dict[str, Any], lr: float) -> torch.optim.Op
             params,
             lr=lr,
             momentum=float(hp["momentum"]),
-            nesterov=bool(hp["nesterov"]),
+            # torch refuses Nesterov without momentum; it is plain SGD then.
+            nesterov=bool(hp["nesterov"]) and float(hp["momentum"]) > 0,
             weight_decay=float(hp["weight_decay"]),
             **fast,
         )
@@ -76,7 +77,8 @@ class Schedule:
     def end_epoch(self, val_loss: float) -> None:
         if self.kind != "plateau":
             return
-        if val_loss < self.best - 1e-4 * abs(self.best):
+        # The first epoch always improves on nothing (inf - 1e-4 * inf would be NaN).
+        if self.best == math.inf or val_loss < self.best - 1e-4 * abs(self.best):
             self.best, self.bad_epochs = val_loss, 0
         else:
             self.bad_epochs += 1

@@ -64,6 +64,14 @@ def group_key(config: dict[str, Any]) -> tuple:
     return tuple(hp[k] for k in SHARED)
 
 
+def batches_per_epoch(n: int, hp: dict[str, Any]) -> int:
+    """Batches in an epoch of `n` examples. With batch norm a last batch of one example is
+    left out (a different one each epoch): a batch of one has no variance to normalize by."""
+    bs = int(hp["batch_size"])
+    batches = math.ceil(n / bs)
+    return batches - 1 if hp["batch_norm"] and n % bs == 1 and batches > 1 else batches
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -196,7 +204,7 @@ class Population:
         names = [n for n, _ in net.named_parameters()] + [n for n, _ in net.named_buffers()]
         own = net.state_dict()
         steps_per_epoch = math.ceil(
-            len(self.x_train) / (int(hp["batch_size"]) * int(hp["accumulate"]))
+            batches_per_epoch(len(self.x_train), hp) / int(hp["accumulate"])
         )
         m = _Member(
             key,
@@ -426,7 +434,8 @@ class Population:
         k, n = len(self), len(self.x_train)
         hp0 = self.members[0].hp
         bs, accumulate = int(hp0["batch_size"]), int(hp0["accumulate"])
-        n_batches = math.ceil(n / bs)
+        n_batches = batches_per_epoch(n, hp0)
+        used = min(n, n_batches * bs)
         t0 = time.perf_counter()
         self.template.train()
         orders = torch.stack([torch.randperm(n, generator=m.shuffle) for m in self.members]).to(
@@ -479,7 +488,7 @@ class Population:
         sizes = torch.tensor(
             [min(bs, n - i * bs) for i in range(n_batches)], device=self.device, dtype=torch.float32
         )
-        train_loss = ((torch.stack(losses, 1).float() @ sizes) / n).tolist()  # waits for the device
+        train_loss = ((torch.stack(losses, 1).float() @ sizes) / used).tolist()  # waits for the GPU
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = (t.tolist() for t in self._evaluate(self.x_val, self.y_val))
         test_acc = self._evaluate(self.x_test, self.y_test)[1].tolist()
@@ -501,7 +510,7 @@ class Population:
                 "val_acc": val_acc[j],
                 "lr": last_lr[j],
                 "epoch_seconds": epoch_seconds,
-                "samples_per_s": n / train_seconds,
+                "samples_per_s": used / train_seconds,
                 "best_val_acc": m.best_acc,
                 "test_acc": m.test_acc,
                 "diverged": diverged,

@@ -1,0 +1,163 @@
+"""Loading a run directory: the `Run` object, its tables normalized, and its spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from caviar import results
+from caviar.errors import RunDirError
+from caviar.objective import Mode
+from caviar.space import Domain, Fixed, parse_domain
+from caviar.spec import SchedulerSpec, parse_yaml
+from caviar.storage import Location
+
+_REGION_COLUMNS = ["round", "param", "kind", "low", "high", "values"]
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One run directory's results. ``regions`` is empty unless the searcher was
+    coarse_to_fine; ``spec`` is the resolved spec as written to spec.yaml."""
+
+    run_dir: str
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    regions: pd.DataFrame
+    spec: dict[str, Any]
+    metric: str
+    mode: Mode
+    space: dict[str, Domain] = field(repr=False)
+    """Every parameter's domain from spec.yaml, fixed ones included, in spec order."""
+
+    @property
+    def best_col(self) -> str:
+        return f"best_{self.metric}"
+
+    @property
+    def searched(self) -> list[str]:
+        """Searched (not fixed) parameters that have a ``param_`` column, in spec order."""
+        return [
+            n
+            for n, d in self.space.items()
+            if not isinstance(d, Fixed) and f"param_{n}" in self.trials
+        ]
+
+    @property
+    def max_epochs(self) -> int:
+        return int((self.spec.get("train") or {}).get("max_epochs") or 0)
+
+    @property
+    def scheduler(self) -> dict[str, Any]:
+        """The spec's scheduler section, with `caviar.spec.SchedulerSpec`'s defaults for what
+        it leaves out (as the sweep itself read it)."""
+        defaults = SchedulerSpec()
+        given = self.spec.get("scheduler") or {}
+        return {f.name: getattr(defaults, f.name) for f in fields(defaults)} | given
+
+    @property
+    def name(self) -> str:
+        return Location.of(self.run_dir).name
+
+
+def load(run_dir: str | Path | Location) -> Run:
+    """Read a run directory (a local path or a URI such as s3://bucket/runs/name)."""
+    loc = run_dir if isinstance(run_dir, Location) else Location.of(run_dir)
+    if not (loc / results.TRIALS_FILE).is_file():
+        raise RunDirError(_no_results_message(loc))
+    for name in (results.TRIALS_FILE, results.HISTORY_FILE, results.REGIONS_FILE):
+        if name != results.REGIONS_FILE or (loc / name).is_file():
+            results.check_schema(loc / name)
+    trials = results.load_trials(loc)
+    history = results.load_history(loc)
+    regions = (
+        pq.read_table((loc / results.REGIONS_FILE).path, filesystem=loc.fs).to_pandas()
+        if (loc / results.REGIONS_FILE).is_file()
+        else pd.DataFrame(columns=_REGION_COLUMNS)
+    )
+    spec = read_spec(loc)
+    metric, mode = spec.get("metric"), spec.get("mode")
+    if not metric or mode not in get_args(Mode):
+        raise RunDirError(
+            f"{loc.uri}: spec.yaml needs metric and mode (min or max), found metric={metric!r} "
+            f"and mode={mode!r}"
+        )
+    space = {}
+    for name, raw in (spec.get("space") or {}).items():
+        try:
+            space[name] = parse_domain(raw)
+        except ValueError:
+            space[name] = Fixed(raw)  # a form this version does not know: shown, not scaled
+    return Run(
+        loc.uri,
+        _normalize_trials(trials, metric),
+        _normalize_history(history, metric),
+        regions,
+        spec,
+        metric,
+        mode,
+        space,
+    )
+
+
+def _no_results_message(loc: Location) -> str:
+    if not loc.exists():
+        return f"{loc.uri}: no such directory; pass the run directory that `caviar run` printed"
+    if (loc / results.SPEC_FILE).is_file():
+        return (
+            f"{loc.uri}: no results yet (no {results.TRIALS_FILE}): the sweep is still running "
+            f"or was interrupted before writing them"
+        )
+    return (
+        f"{loc.uri}: not a caviar run directory (no {results.TRIALS_FILE} or "
+        f"{results.SPEC_FILE}); pass the run directory that `caviar run` printed"
+    )
+
+
+def read_spec(loc: Location) -> dict[str, Any]:
+    """A run's resolved spec, as plain data."""
+    # spec.yaml is written first; the tables carry the same text in their metadata.
+    if (loc / results.SPEC_FILE).is_file():
+        text = (loc / results.SPEC_FILE).read_text()
+    else:
+        meta = pq.read_schema((loc / results.TRIALS_FILE).path, filesystem=loc.fs).metadata
+        text = (meta or {}).get(b"caviar.spec", b"").decode()
+    spec = parse_yaml(text) if text else None
+    if not isinstance(spec, dict):
+        raise RunDirError(
+            f"{loc.uri}: no spec: {results.SPEC_FILE} is missing and the Parquet metadata has "
+            "no caviar.spec; copy spec.yaml back from where the sweep ran"
+        )
+    return spec
+
+
+def _normalize_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The columns every function here relies on, present with a usable type even in a sweep
+    whose trials all failed (the metric columns are then all null)."""
+    trials = trials.copy()
+    for col, dtype in (("trial_id", "string"), ("status", "string"), ("round", "int64")):
+        if col not in trials:
+            trials[col] = pd.Series(dtype=dtype, index=trials.index)
+    if "epochs" not in trials:
+        trials["epochs"] = pd.Series(0, dtype="int64", index=trials.index)
+    for col in (metric, f"best_{metric}", "test_acc", "wall_time_s"):
+        if col in trials or col in (metric, f"best_{metric}"):
+            trials[col] = pd.to_numeric(trials.get(col), errors="coerce").astype("float64")
+    return trials
+
+
+def _normalize_history(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+    history = history.copy()
+    if "trial_id" not in history:
+        history["trial_id"] = pd.Series(dtype="string", index=history.index)
+    if "epoch" not in history:
+        history["epoch"] = pd.Series(dtype="int64", index=history.index)
+    if metric not in history:
+        history[metric] = np.nan
+    history[metric] = pd.to_numeric(history[metric], errors="coerce").astype("float64")
+    return history

@@ -1,0 +1,443 @@
+"""The adapters Ray Tune calls: caviar's searchers as a Ray searcher, the schedulers, the
+callbacks (progress, scheduler state, the hang watchdog, the results recorder) and the
+stopper. Each takes its collaborators in ``__init__`` and is unit-tested with fake trials
+(tests/test_ray_seam.py), as Ray tests its own schedulers. `caviar.driver` wires them
+together; this module and the driver are the only ones that import Ray Tune.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback, Stopper
+from ray.tune.error import TuneError
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.search import Searcher as RaySearcher
+
+from caviar import objective, results, session
+from caviar.objective import Mode
+from caviar.searchers import Outcome, Searcher
+from caviar.spec import SweepSpec
+from caviar.storage import Location
+
+# --- the searcher -----------------------------------------------------------------------------
+
+
+class SearcherAdapter(RaySearcher):
+    """A caviar `Searcher` as Ray Tune's: suggestions pass through; each trial's outcome (its
+    status by `results.trial_status`, last and best value) reaches `on_trial_complete`."""
+
+    def __init__(self, searcher: Searcher, max_epochs: int) -> None:
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        # Not `self.searcher`: Ray takes any object with that attribute for a wrapper.
+        self.caviar_searcher, self.max_epochs = searcher, max_epochs
+        self.last: dict[str, dict] = {}
+        self.best: dict[str, float] = {}
+
+    def suggest(self, trial_id: str) -> dict | None:
+        return self.caviar_searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.last[trial_id] = result
+        value = result.get(self.caviar_searcher.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            best = self.best.get(trial_id)
+            if best is None or objective.better(value, best, self.caviar_searcher.mode):
+                self.best[trial_id] = value
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        last = result or self.last.get(trial_id)
+        self.last.pop(trial_id, None)
+        status = results.trial_status(last, error, self.max_epochs)
+        value = last.get(self.caviar_searcher.metric) if last else None
+        epoch = int(last.get("epoch", 0)) if last else 0
+        best = self.best.pop(trial_id, None)
+        self.caviar_searcher.on_trial_complete(trial_id, Outcome(status, value, best, epoch))
+
+    # Ray saves this with every experiment snapshot and restores it on `caviar resume`.
+    def save(self, checkpoint_path: str) -> None:
+        state = {
+            "searcher": self.caviar_searcher.state_dict(),
+            "last": self.last,
+            "best": self.best,
+        }
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(state, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.caviar_searcher.load_state_dict(state["searcher"])
+        self.last, self.best = state["last"], state["best"]
+
+
+# --- schedulers -------------------------------------------------------------------------------
+
+
+class ControllerAware:
+    """Mixin for caviar's schedulers: keeps the Tune controller Ray passes them, for the
+    watchdog, which must fail a trial that reports nothing (no hook of Ray's gets a chance to
+    see such a trial otherwise)."""
+
+    controller: Any = None
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self.controller = tune_controller
+        super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
+
+
+class Fifo(ControllerAware, FIFOScheduler):
+    """Ray's FIFO scheduler: no early stopping."""
+
+
+class RecordingASHA(ControllerAware, ASHAScheduler):
+    """Ray's ASHA, recording which trials it stopped before max_epochs and each trial's
+    bracket (whose rungs differ when ``brackets > 1``), in its own state so that both are
+    saved with it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: set[str] = set()
+        self.bracket: dict[str, int] = {}
+        self.max_epochs = kwargs["max_t"]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        self.bracket[trial.trial_id] = self._brackets.index(self._trial_info[trial.trial_id])
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        final = result.get(session.FINAL) or result.get("epoch", self.max_epochs) >= self.max_epochs
+        if decision == self.STOP and not final:
+            self.stopped.add(trial.trial_id)
+        return decision
+
+
+def make_scheduler(spec: SweepSpec) -> TrialScheduler:
+    s, max_epochs = spec.scheduler, spec.train.max_epochs
+    if s.name == "fifo":
+        return Fifo()
+    return RecordingASHA(
+        time_attr="epoch",
+        max_t=max_epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+        brackets=s.brackets,
+    )
+
+
+class SchedulerState(Callback):
+    """Ray saves the searcher's and the callbacks' state with each experiment snapshot, but not
+    the scheduler's. This callback carries it in that same snapshot, through the scheduler's
+    own save/restore, so a resumed sweep keeps ASHA's rung records and early-stopping decisions
+    instead of promoting every trial until the rungs fill again."""
+
+    def __init__(self, scheduler: TrialScheduler) -> None:
+        self.scheduler = scheduler
+
+    def get_state(self) -> dict:
+        if type(self.scheduler).save is TrialScheduler.save:
+            return {}  # a scheduler without state (FIFO)
+        with tempfile.TemporaryDirectory(prefix="caviar-") as d:
+            path = os.path.join(d, "scheduler.pkl")
+            self.scheduler.save(path)
+            return {"scheduler": Path(path).read_bytes()}
+
+    def set_state(self, state: dict) -> None:
+        if not state:
+            return
+        with tempfile.TemporaryDirectory(prefix="caviar-") as d:
+            path = os.path.join(d, "scheduler.pkl")
+            Path(path).write_bytes(state["scheduler"])
+            self.scheduler.restore(path)
+
+
+# --- stopping the sweep or a trial ------------------------------------------------------------
+
+
+class Abort(Stopper):
+    """Stops the whole sweep when a trial misuses `caviar.report` (the sweep's metric missing,
+    no epoch): every other trial would fail the same way, so the budget is not spent on them.
+    The misuse is recognised by the exception's type (`session.ReportError`)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def check(self, error: BaseException | None) -> None:
+        cause = getattr(error, "cause", error)  # Ray wraps the trial's exception
+        if self.reason is None and isinstance(cause, session.ReportError):
+            message = str(cause).removeprefix("caviar.report:").strip()
+            self.reason = f"train.function: {message}"
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.reason is not None
+
+
+def trial_exception(trial: Any) -> BaseException | None:
+    """The exception a failed trial raised, as Ray pickled it; None if there is none."""
+    path = getattr(trial, "pickled_error_file", None)
+    if not path or not Path(path).exists():
+        return None
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    except Exception:  # noqa: BLE001 - an exception that cannot be unpickled tells us nothing
+        return None
+
+
+class TrialHung(TuneError):
+    """A trial reported nothing for far longer than its epochs take: stopped by the watchdog."""
+
+
+class TrialTimeout(TuneError):
+    """A trial ran past the spec's per-trial limit (budget.trial_time_s)."""
+
+
+class Watchdog(Callback):
+    """Fails trials that hang or overrun, so they do not hold their slot for ever.
+
+    A trial that has reported at least `min_epochs` epochs hangs when no report has come for
+    `factor` times its median epoch time, and at least `min_s` seconds (a slow epoch is not a
+    hang; a deadlock, a stuck read or a dead peer is). A trial running longer than
+    `trial_time_s` (when set) overruns. Either way it ends as ``error`` (after its retries,
+    `max_failures`), with error_type TrialHung or TrialTimeout, its process is stopped rather
+    than reused, and the sweep goes on."""
+
+    def __init__(
+        self,
+        scheduler: ControllerAware,
+        factor: float,
+        min_s: float,
+        trial_time_s: float | None = None,
+        min_epochs: int = 2,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.scheduler, self.factor, self.min_s = scheduler, factor, min_s
+        self.trial_time_s, self.min_epochs, self.clock = trial_time_s, min_epochs, clock
+        self.started: dict[str, float] = {}
+        self.reports: dict[str, list[float]] = {}
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.started[trial.trial_id] = self.clock()
+        self.reports[trial.trial_id] = []
+
+    on_trial_recover = on_trial_start  # a retry starts its clocks again
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self.reports.setdefault(trial.trial_id, []).append(self.clock())
+
+    def verdict(self, trial_id: str) -> TuneError | None:
+        """Why the trial must be stopped now, or None."""
+        now, start = self.clock(), self.started.get(trial_id)
+        if start is None:
+            return None
+        if self.trial_time_s is not None and now - start > self.trial_time_s:
+            return TrialTimeout(
+                f"TrialTimeout: the trial ran for {now - start:.0f} s, past budget.trial_time_s "
+                f"= {self.trial_time_s:g}; raise the limit or shorten the trial"
+            )
+        times = self.reports.get(trial_id, [])
+        if len(times) < self.min_epochs:
+            return None
+        epoch_s = statistics.median(b - a for a, b in zip([start, *times], times, strict=False))
+        silent = now - times[-1]
+        if silent > max(self.min_s, self.factor * epoch_s):
+            return TrialHung(
+                f"TrialHung: no report for {silent:.0f} s after epoch {len(times)}, "
+                f"{silent / max(epoch_s, 1e-9):.0f} times its median epoch time "
+                f"({epoch_s:.2f} s); stopped by caviar's watchdog (watchdog.factor "
+                f"{self.factor:g}, watchdog.min_s {self.min_s:g}). Look for a deadlock, a "
+                "stuck read or a dead peer in the train function"
+            )
+        return None
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        controller = self.scheduler.controller
+        if controller is None:
+            return
+        for trial in trials:
+            if trial.status == "RUNNING" and (error := self.verdict(trial.trial_id)):
+                self.started.pop(trial.trial_id, None)
+                # Ray's own failure path: error file, retries (max_failures), the searcher
+                # and scheduler told, and the actor stopped instead of being reused.
+                controller._process_trial_failure(trial, exception=error)
+
+    def get_state(self) -> dict:
+        return {}  # clocks restart with the trials on a resume
+
+
+# --- progress and results ------------------------------------------------------------------
+
+
+class Recorder:
+    """Writes trials.parquet and history.parquet from the trials' result files: after the
+    sweep, and while it runs (at most every `every_s` seconds, as trials end), so a running or
+    crashed sweep still has readable results.
+
+    Incremental: a trial that has ended is read once; each rewrite reads only the trials still
+    running and those that ended since the last one."""
+
+    def __init__(
+        self,
+        run_dir: Location,
+        spec: SweepSpec,
+        spec_yaml: str,
+        searcher: Searcher,
+        scheduler: TrialScheduler,
+        environment: dict[str, str],
+        every_s: float = 10.0,
+    ):
+        self.run_dir, self.spec, self.searcher, self.scheduler = run_dir, spec, searcher, scheduler
+        self.spec_yaml = spec_yaml
+        self.metadata = {"caviar.seed": str(spec.seed), **environment}
+        self.every_s, self.last = every_s, 0.0
+        self.ended: dict[str, Any] = {}  # trial id -> its (trials row, history) once ended
+        self.ended_trials, self.ended_history = None, None  # their tables, concatenated
+
+    def rungs(self, trial_id: str) -> list[float] | None:
+        s = self.spec.scheduler
+        if s.name != "asha":
+            return None
+        bracket = getattr(self.scheduler, "bracket", {}).get(trial_id, 0)
+        return results.asha_rungs(
+            s.grace_period, s.reduction_factor, self.spec.train.max_epochs, bracket
+        )
+
+    def _trial_dir(self, trial_id: str, config: Any, status: str) -> results.TrialDir:
+        stopped = getattr(self.scheduler, "stopped", set())  # ASHA's; a resume replaces it
+        return results.TrialDir(
+            trial_id,
+            self.run_dir / results.RAY_DIR / trial_id,
+            config,
+            self.searcher.round_of(trial_id),
+            trial_id in stopped,
+            status == "ERROR",
+            status not in ("TERMINATED", "ERROR"),
+            self.rungs(trial_id),
+        )
+
+    def write(self, trials: Iterable[tuple[str, Any, str]]) -> None:
+        """`trials`: (trial id, config, Ray's status) of each trial of the experiment."""
+        import pandas as pd
+
+        trials = list(trials)
+        running_ids = {t[0] for t in trials if t[2] not in ("TERMINATED", "ERROR")}
+        if running_ids & self.ended.keys():  # ended, then marked unfinished by an interrupt
+            for trial_id in running_ids & self.ended.keys():
+                del self.ended[trial_id]
+            self.ended_trials = self.ended_trials[~self.ended_trials.trial_id.isin(running_ids)]
+            self.ended_history = self.ended_history[~self.ended_history.trial_id.isin(running_ids)]
+        newly = [t for t in trials if t[2] in ("TERMINATED", "ERROR") and t[0] not in self.ended]
+        running = [t for t in trials if t[2] not in ("TERMINATED", "ERROR")]
+        spec = self.spec
+        args = (spec.metric, spec.mode, spec.train.max_epochs)
+        if newly:
+            new_trials, new_history = results.collect([self._trial_dir(*t) for t in newly], *args)
+            self.ended.update(dict.fromkeys(t[0] for t in newly))
+            self.ended_trials = pd.concat([self.ended_trials, new_trials], ignore_index=True)
+            self.ended_history = pd.concat([self.ended_history, new_history], ignore_index=True)
+        live_trials, live_history = results.collect([self._trial_dir(*t) for t in running], *args)
+        order = {t[0]: i for i, t in enumerate(trials)}
+        trials_df = pd.concat([self.ended_trials, live_trials], ignore_index=True)
+        history_df = pd.concat([self.ended_history, live_history], ignore_index=True)
+        if not trials_df.empty:  # in the experiment's order, whatever ended when
+            trials_df = trials_df.sort_values("trial_id", key=lambda c: c.map(order), kind="stable")
+            trials_df = trials_df.reset_index(drop=True)
+        results.write_results(
+            self.run_dir,
+            trials_df,
+            history_df,
+            self.spec_yaml,
+            self.searcher.regions(),
+            self.metadata,
+        )
+        self.last = time.monotonic()
+
+    def maybe_write(self, trials: list) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.write((t.trial_id, t.config, t.status) for t in trials if t.status != "PENDING")
+
+
+class Progress(Callback):
+    """One line per finished trial: counts, the best so far, and an ETA; and the recorder's
+    rewrites as trials end."""
+
+    def __init__(
+        self,
+        total: int,
+        metric: str,
+        mode: Mode,
+        max_epochs: int,
+        abort: Abort,
+        recorder: Recorder,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total, self.metric, self.mode, self.max_epochs = total, metric, mode, max_epochs
+        self.abort, self.recorder, self.clock = abort, recorder, clock
+        self.done = self.stopped_early = self.done_before = 0
+        self.best: float | None = None
+        self.started = clock()
+        # Started and not ended: Ray marks them TERMINATED when an interrupted sweep shuts
+        # down, but they are unfinished (and a resume continues them).
+        self.in_flight: set[str] = set()
+
+    # Saved with each experiment snapshot: a resumed sweep goes on counting.
+    def get_state(self) -> dict:
+        return {"done": self.done, "stopped_early": self.stopped_early, "best": self.best}
+
+    def set_state(self, state: dict) -> None:
+        self.done, self.stopped_early, self.best = (
+            state["done"],
+            state["stopped_early"],
+            state["best"],
+        )
+        self.done_before = self.done
+
+    def line(self, trials: list, trial: Any, status: str, error: str = "") -> str:
+        self.done += 1
+        self.stopped_early += status == "early_stopped"
+        last = trial.last_result or {}
+        value = last.get(self.metric)
+        if status in objective.HEALTHY and isinstance(value, (int, float)):
+            self.best = objective.best([self.best, value], self.mode)
+        elapsed = self.clock() - self.started
+        running = sum(t.status == "RUNNING" for t in trials)
+        eta = elapsed / max(1, self.done - self.done_before) * (self.total - self.done)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
+        if error:
+            shown += f" ({results.error_type(error) or 'see its error.txt'})"
+        best = f"{self.best:.4g}" if self.best is not None else "-"
+        return (
+            f"[{self.done}/{self.total} {elapsed:6.1f}s, {running} running, "
+            f"{self.stopped_early} stopped early, ETA {eta:4.0f}s] trial {trial.trial_id} "
+            f"{status} at epoch {last.get('epoch', 0)}: {self.metric}={shown}  best {best}"
+        )
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.in_flight.add(trial.trial_id)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.in_flight.discard(trial.trial_id)
+        status = results.trial_status(trial.last_result or {}, False, self.max_epochs)
+        print(self.line(trials, trial, status), flush=True)
+        self.recorder.maybe_write(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.in_flight.discard(trial.trial_id)
+        # The local error file is written before callbacks run; storage is synced later.
+        path = trial.error_file
+        error = Path(path).read_text() if path and Path(path).exists() else ""
+        print(self.line(trials, trial, "error", error), flush=True)
+        self.abort.check(trial_exception(trial))
+        self.recorder.maybe_write(trials)

@@ -1,0 +1,85 @@
+"""Run directories: naming one, the one-driver claim, and what a killed driver leaves behind."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from caviar.errors import RunDirError
+from caviar.results import RAY_DIR, SPEC_FILE
+from caviar.storage import Location
+
+DEFAULT_STORAGE = "caviar_runs"
+CLAIM_FILE = ".caviar-driver.json"
+
+
+def resolve(spec_name: str, storage: str | None, name: str | None) -> Location:
+    """`<storage>/<name>`; the name defaults to the spec's name and the time."""
+    name = name or f"{spec_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise RunDirError(f"--name: expected a plain directory name, found {name!r}")
+    return Location.of(storage or DEFAULT_STORAGE) / name
+
+
+def check_new(run_dir: Location) -> None:
+    if run_dir.is_nonempty_dir():
+        raise RunDirError(
+            f"{run_dir.uri}: already exists and is not empty; pass another --name (two sweeps "
+            f"never share a run directory), or continue it with: caviar resume {run_dir.uri}"
+        )
+
+
+def open_existing(run_dir: str) -> Location:
+    """A run directory to resume: checked, with the half-written tables of a driver killed
+    mid-write removed."""
+    loc = Location.of(run_dir)
+    if not (loc / SPEC_FILE).is_file():
+        raise RunDirError(
+            f"{loc.uri}: not a caviar run directory (no {SPEC_FILE}); pass the "
+            "directory `caviar run` printed"
+        )
+    for name in loc.names():
+        if name.startswith(".") and name.endswith(".tmp"):
+            loc.fs.delete_file((loc / name).path)
+    return loc
+
+
+def has_experiment_state(run_dir: Location) -> bool:
+    """Whether Ray saved any experiment state; without it nothing ran and a resume starts
+    over."""
+    return any(n.startswith("experiment_state-") for n in (run_dir / RAY_DIR).names())
+
+
+@contextlib.contextmanager
+def claim(run_dir: Location) -> Iterator[None]:
+    """One driver per run directory: a second driver of a sweep whose driver is still alive on
+    this machine is refused. A driver that was killed leaves its claim behind, which the next
+    one takes over."""
+    path = run_dir / CLAIM_FILE
+    me = {"host": platform.node(), "pid": os.getpid()}
+    if path.exists():
+        other = json.loads(path.read_text())
+        if other["host"] == me["host"] and _caviar_alive(other["pid"]):
+            raise RunDirError(
+                f"{run_dir.uri}: a caviar driver (pid {other['pid']}) is still running this "
+                "sweep; wait for it, or stop it (Ctrl-C or kill PID) and resume"
+            )
+    path.write_text(json.dumps(me))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.fs.delete_file(path.path)
+
+
+def _caviar_alive(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"caviar" in cmdline

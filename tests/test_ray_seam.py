@@ -1,0 +1,270 @@
+"""caviar.ray_seam with fake trials, as Ray tests its own schedulers: no Ray cluster starts.
+These tests import Ray Tune, so they run in the integration lane."""
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from caviar import results
+from caviar.searchers import searcher_class
+from caviar.session import ReportError
+from caviar.space import Float, Space
+from caviar.spec import parse_spec
+from caviar.storage import Location
+
+pytestmark = pytest.mark.integration
+seam = pytest.importorskip("caviar.ray_seam")
+
+
+@dataclass
+class FakeTrial:
+    trial_id: str
+    status: str = "RUNNING"
+    config: dict = field(default_factory=dict)
+    last_result: dict | None = None
+    error_file: str | None = None
+    pickled_error_file: str | None = None
+
+
+def spec(**overrides):
+    raw = {
+        "name": "seam",
+        "metric": "acc",
+        "mode": "max",
+        "train": {"function": "m:f", "max_epochs": 9},
+        "space": {"x": {"uniform": [0, 1]}},
+        "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 3},
+        "budget": {"num_samples": 4},
+    }
+    for key, value in overrides.items():
+        raw[key] = value
+    return parse_spec(raw)
+
+
+def random_searcher(num_samples=4):
+    space = Space((("x", Float(0.0, 1.0)),))
+    return searcher_class("random")(space, "acc", "max", num_samples, 0)
+
+
+def test_searcher_adapter_reports_each_outcome_and_round_trips_its_state(tmp_path):
+    searcher = random_searcher()
+    adapter = seam.SearcherAdapter(searcher, max_epochs=3)
+    config = adapter.suggest("t1")
+    assert set(config) == {"x"}
+    for epoch, acc in ((1, 0.5), (2, 0.8), (3, 0.7)):
+        adapter.on_trial_result("t1", {"epoch": epoch, "acc": acc})
+    seen = []
+    searcher.on_trial_complete = lambda trial_id, outcome: seen.append((trial_id, outcome))
+    adapter.on_trial_complete("t1")
+    ((trial_id, outcome),) = seen
+    assert (trial_id, outcome.status, outcome.value, outcome.best, outcome.epoch) == (
+        "t1",
+        "completed",
+        0.7,
+        0.8,
+        3,
+    )
+    adapter.suggest("t2")
+    adapter.on_trial_result("t2", {"epoch": 1, "acc": 0.1})
+    adapter.save(str(tmp_path / "s.pkl"))
+    restored = seam.SearcherAdapter(random_searcher(), max_epochs=3)
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.best == {"t2": 0.1} and restored.suggest("t3") == adapter.suggest("t3")
+
+
+def test_recording_asha_records_its_stops_and_each_trials_bracket(tmp_path):
+    scheduler = seam.make_scheduler(
+        spec(scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 2})
+    )
+    scheduler.set_search_properties("acc", "max")
+    controller = object()
+    trials = [FakeTrial(f"t{i}") for i in range(12)]
+    for t in trials:
+        scheduler.on_trial_add(controller, t)
+    assert scheduler.controller is controller
+    assert set(scheduler.bracket.values()) <= {0, 1} and len(scheduler.bracket) == 12
+    decisions = {}
+    for epoch in (1, 3):
+        for i, t in enumerate(trials):
+            if decisions.get(t.trial_id) != "STOP":
+                decisions[t.trial_id] = scheduler.on_trial_result(
+                    controller, t, {"epoch": epoch, "acc": 1 - i / 12}
+                )
+    assert scheduler.stopped == {k for k, v in decisions.items() if v == "STOP"}
+    assert scheduler.stopped  # the weak ones
+    # The scheduler's state (stops, brackets) survives the snapshot a resume restores.
+    state = seam.SchedulerState(scheduler).get_state()
+    fresh = seam.make_scheduler(
+        spec(scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 2})
+    )
+    seam.SchedulerState(fresh).set_state(state)
+    assert fresh.stopped == scheduler.stopped and fresh.bracket == scheduler.bracket
+
+
+def test_recorder_rungs_follow_each_trials_bracket():
+    recorder = seam.Recorder(
+        Location.of("/tmp"), spec(), "", random_searcher(), seam.make_scheduler(spec()), {}
+    )
+    recorder.scheduler.bracket = {"a": 0, "b": 1}
+    assert recorder.rungs("a") == [1, 3, 9] and recorder.rungs("b") == [3, 9]
+
+
+class ActualReportError(ReportError):
+    pass
+
+
+class NotAReportErrorAtAll(Exception):
+    """Its name contains ReportError; it is not one."""
+
+
+def test_abort_stops_the_sweep_on_a_report_error_by_its_type():
+    abort = seam.Abort()
+    abort.check(NotAReportErrorAtAll("ReportError in the message too"))
+    assert not abort.stop_all()
+    wrapped = type("RayTaskError", (Exception,), {})()
+    wrapped.cause = ReportError("caviar.report: the sweep's metric 'acc' is missing")
+    abort.check(wrapped)
+    assert abort.stop_all()
+    assert abort.reason == "train.function: the sweep's metric 'acc' is missing"
+
+
+def test_trial_exception_reads_rays_pickled_error(tmp_path):
+    path = tmp_path / "error.pkl"
+    path.write_bytes(pickle.dumps(ValueError("boom")))
+    assert str(seam.trial_exception(FakeTrial("t", pickled_error_file=str(path)))) == "boom"
+    assert seam.trial_exception(FakeTrial("t")) is None
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeController:
+    def __init__(self):
+        self.failed = []
+
+    def _process_trial_failure(self, trial, exception):
+        self.failed.append((trial.trial_id, exception))
+        trial.status = "ERROR"
+
+
+def watchdog(trial_time_s=None):
+    clock, controller = Clock(), FakeController()
+    scheduler = seam.Fifo()
+    scheduler.controller = controller
+    return seam.Watchdog(scheduler, 10, 5, trial_time_s, clock=clock), clock, controller
+
+
+def test_watchdog_fails_a_trial_silent_for_many_epoch_times():
+    dog, clock, controller = watchdog()
+    slow, hung = FakeTrial("slow"), FakeTrial("hung")
+    for t in (slow, hung):
+        dog.on_trial_start(0, [], t)
+    for epoch in (1, 2):
+        clock.now = epoch * 1.0
+        dog.on_trial_result(0, [], hung, {"epoch": epoch})
+    clock.now = 2.5
+    dog.on_trial_result(0, [], slow, {"epoch": 1})  # one epoch: no usual time yet
+    clock.now = 11.9  # 9.9 s of silence: under 10 epoch times
+    dog.on_step_end(0, [slow, hung])
+    assert controller.failed == []
+    clock.now = 12.5
+    dog.on_step_end(0, [slow, hung])
+    ((trial_id, error),) = controller.failed
+    assert trial_id == "hung" and isinstance(error, seam.TrialHung)
+    assert results.error_type(f"Failure # 1\n{error}") == "TrialHung"
+    assert "no report for 10 s after epoch 2" in str(error)
+    dog.on_step_end(0, [slow, hung])  # failed once only
+    assert len(controller.failed) == 1
+
+
+def test_watchdog_respects_its_minimum_and_the_per_trial_limit():
+    dog, clock, controller = watchdog(trial_time_s=100)
+    fast = FakeTrial("fast")
+    dog.on_trial_start(0, [], fast)
+    for epoch in (1, 2):
+        clock.now = epoch * 0.01
+        dog.on_trial_result(0, [], fast, {"epoch": epoch})
+    clock.now = 4.0  # 400 epoch times, but under watchdog.min_s
+    dog.on_step_end(0, [fast])
+    assert controller.failed == []
+    for epoch in range(3, 30):
+        clock.now = epoch * 4.0
+        dog.on_trial_result(0, [], fast, {"epoch": epoch})
+    clock.now = 100.5
+    dog.on_step_end(0, [fast])
+    ((_, error),) = controller.failed
+    assert isinstance(error, seam.TrialTimeout) and "budget.trial_time_s = 100" in str(error)
+
+
+def test_progress_lines_count_and_track_the_best(capsys, tmp_path):
+    writes = []
+    recorder = type("R", (), {"maybe_write": lambda self, trials: writes.append(len(trials))})()
+    clock = Clock()
+    progress = seam.Progress(3, "acc", "max", 9, seam.Abort(), recorder, clock=clock)
+    a = FakeTrial("a", status="TERMINATED", last_result={"epoch": 9, "acc": 0.7})
+    b = FakeTrial("b", status="TERMINATED", last_result={"epoch": 3, "acc": 0.9})
+    error = tmp_path / "error.txt"
+    error.write_text("Traceback\nValueError: bad")
+    c = FakeTrial("c", status="ERROR", last_result={"epoch": 1, "acc": 0.99}, error_file=str(error))
+    clock.now = 10.0
+    progress.on_trial_complete(0, [a, b, c], a)
+    progress.on_trial_complete(0, [a, b, c], b)
+    progress.on_trial_error(0, [a, b, c], c)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[1/3   10.0s, 0 running, 0 stopped early, ETA   20s] trial a")
+    assert "trial b early_stopped at epoch 3: acc=0.9  best 0.9" in lines[1]
+    assert "trial c error at epoch 1: acc=0.99 (ValueError)  best 0.9" in lines[2]
+    assert writes == [3, 3, 3] and progress.get_state()["best"] == 0.9
+
+
+def _write_trial(run_dir: Path, trial_id: str, epochs: int) -> None:
+    d = run_dir / results.RAY_DIR / trial_id
+    d.mkdir(parents=True, exist_ok=True)
+    rows = [{"epoch": e, "acc": e / 10} for e in range(1, epochs + 1)]
+    (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_recorder_reads_an_ended_trial_once(tmp_path, monkeypatch):
+    read = []
+    collect = results.collect
+
+    def counting(trial_dirs, *args, **kwargs):
+        read.extend(t.trial_id for t in trial_dirs)
+        return collect(trial_dirs, *args, **kwargs)
+
+    monkeypatch.setattr(results, "collect", counting)
+    recorder = seam.Recorder(
+        Location.of(tmp_path), spec(), "", random_searcher(), seam.make_scheduler(spec()), {}
+    )
+    for t in ("a", "b", "c"):
+        _write_trial(tmp_path, t, 2)
+    recorder.write([("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "RUNNING")])
+    _write_trial(tmp_path, "b", 9)
+    recorder.write(
+        [("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "RUNNING")]
+    )
+    (tmp_path / results.RAY_DIR / "c" / "error.txt").write_text("Traceback\nValueError: x")
+    recorder.write(
+        [("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "ERROR")]
+    )
+    assert read == ["a", "b", "b", "c", "c"]
+    trials = pd.read_parquet(tmp_path / results.TRIALS_FILE)
+    assert list(trials.trial_id) == ["a", "b", "c"]
+    assert list(trials.status) == ["early_stopped", "completed", "error"]
+    assert len(pd.read_parquet(tmp_path / results.HISTORY_FILE)) == 2 + 9 + 2
+    # An interrupt marks an ended trial unfinished again: it is not listed twice.
+    recorder.write(
+        [("a", {"x": 0.1}, "RUNNING"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "ERROR")]
+    )
+    trials = pd.read_parquet(tmp_path / results.TRIALS_FILE)
+    assert list(trials.trial_id) == ["a", "b", "c"]
+    assert list(trials.status) == ["unfinished", "completed", "error"]
