@@ -387,7 +387,7 @@ def measure_rewrite(args: argparse.Namespace) -> int:
         trials_df, history_df = results.collect(
             [
                 results.TrialDir(t, loc / "ray" / t, c, running=s == "RUNNING")
-                for t, c, s in statuses(ended_before + args.batch)
+                for t, c, s, _ in statuses(ended_before + args.batch)
             ],
             METRIC,
             "max",

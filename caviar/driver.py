@@ -344,7 +344,7 @@ def _sweep(
             status = {t.trial_id: t.status for t in analysis.trials}
             if signals:
                 status.update(dict.fromkeys(progress.in_flight, "RUNNING"))
-            recorder.write((t.trial_id, t.config, status[t.trial_id]) for t in analysis.trials)
+            recorder.write(seam.ray_trials(analysis.trials, status))
         finally:
             ray.shutdown()
     if signals:

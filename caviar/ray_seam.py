@@ -13,6 +13,7 @@ import pickle
 import statistics
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,22 @@ class SearcherAdapter(RaySearcher):
 # --- schedulers -------------------------------------------------------------------------------
 
 
+_CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 class ControllerAware:
     """Mixin for caviar's schedulers: keeps the Tune controller Ray passes them, for the
     watchdog, which must fail a trial that reports nothing (no hook of Ray's gets a chance to
-    see such a trial otherwise)."""
+    see such a trial otherwise). Kept outside the scheduler's ``__dict__``, which Ray's
+    schedulers pickle as their saved state."""
 
-    controller: Any = None
+    @property
+    def controller(self) -> Any:
+        return _CONTROLLERS.get(self)
+
+    @controller.setter
+    def controller(self, value: Any) -> None:
+        _CONTROLLERS[self] = value
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         self.controller = tune_controller
@@ -327,30 +338,46 @@ class Recorder:
             self.rungs(trial_id),
         )
 
-    def write(self, trials: Iterable[tuple[str, Any, str]]) -> None:
-        """`trials`: (trial id, config, Ray's status) of each trial of the experiment."""
+    def write(self, trials: Iterable[tuple[str, Any, str, int | None]]) -> None:
+        """`trials`: (trial id, config, Ray's status, last epoch Ray saw) of each trial of the
+        experiment."""
         import pandas as pd
 
         trials = list(trials)
-        running_ids = {t[0] for t in trials if t[2] not in ("TERMINATED", "ERROR")}
-        if running_ids & self.ended.keys():  # ended, then marked unfinished by an interrupt
-            for trial_id in running_ids & self.ended.keys():
+        ended = {t[0]: t for t in trials if t[2] in ("TERMINATED", "ERROR")}
+        if self.ended.keys() - ended.keys():  # ended, then marked unfinished by an interrupt
+            back = self.ended.keys() - ended.keys()
+            for trial_id in back:
                 del self.ended[trial_id]
-            self.ended_trials = self.ended_trials[~self.ended_trials.trial_id.isin(running_ids)]
-            self.ended_history = self.ended_history[~self.ended_history.trial_id.isin(running_ids)]
-        newly = [t for t in trials if t[2] in ("TERMINATED", "ERROR") and t[0] not in self.ended]
-        running = [t for t in trials if t[2] not in ("TERMINATED", "ERROR")]
+            self.ended_trials = self.ended_trials[~self.ended_trials.trial_id.isin(back)]
+            self.ended_history = self.ended_history[~self.ended_history.trial_id.isin(back)]
         spec = self.spec
-        args = (spec.metric, spec.mode, spec.train.max_epochs)
-        if newly:
-            new_trials, new_history = results.collect([self._trial_dir(*t) for t in newly], *args)
-            self.ended.update(dict.fromkeys(t[0] for t in newly))
-            self.ended_trials = pd.concat([self.ended_trials, new_trials], ignore_index=True)
-            self.ended_history = pd.concat([self.ended_history, new_history], ignore_index=True)
-        live_trials, live_history = results.collect([self._trial_dir(*t) for t in running], *args)
+        fresh_trials, fresh_history = results.collect(
+            [self._trial_dir(*t[:3]) for t in trials if t[0] not in self.ended],
+            spec.metric,
+            spec.mode,
+            spec.train.max_epochs,
+        )
+        # An ended trial is settled, and read no more, once its files say what Ray saw: its
+        # last epoch, and an error if it failed (storage may lag behind the driver).
+        settled = [
+            row.trial_id
+            for row in fresh_trials.itertuples()
+            if row.trial_id in ended
+            and (row.status == "error") == (ended[row.trial_id][2] == "ERROR")
+            and row.epochs == (ended[row.trial_id][3] or 0)
+        ]
+        if settled:
+            self.ended.update(dict.fromkeys(settled))
+            done = fresh_trials.trial_id.isin(settled)
+            self.ended_trials = pd.concat([self.ended_trials, fresh_trials[done]])
+            fresh_trials = fresh_trials[~done]
+            done = fresh_history.trial_id.isin(settled)
+            self.ended_history = pd.concat([self.ended_history, fresh_history[done]])
+            fresh_history = fresh_history[~done]
         order = {t[0]: i for i, t in enumerate(trials)}
-        trials_df = pd.concat([self.ended_trials, live_trials], ignore_index=True)
-        history_df = pd.concat([self.ended_history, live_history], ignore_index=True)
+        trials_df = pd.concat([self.ended_trials, fresh_trials], ignore_index=True)
+        history_df = pd.concat([self.ended_history, fresh_history], ignore_index=True)
         if not trials_df.empty:  # in the experiment's order, whatever ended when
             trials_df = trials_df.sort_values("trial_id", key=lambda c: c.map(order), kind="stable")
             trials_df = trials_df.reset_index(drop=True)
@@ -366,7 +393,20 @@ class Recorder:
 
     def maybe_write(self, trials: list) -> None:
         if time.monotonic() - self.last >= self.every_s:
-            self.write((t.trial_id, t.config, t.status) for t in trials if t.status != "PENDING")
+            self.write(ray_trials(t for t in trials if t.status != "PENDING"))
+
+
+def ray_trials(trials: Iterable[Any], status: dict[str, str] | None = None) -> list[tuple]:
+    """What `Recorder.write` takes of Ray's trials; `status` overrides Ray's."""
+    return [
+        (
+            t.trial_id,
+            t.config,
+            (status or {}).get(t.trial_id, t.status),
+            (t.last_result or {}).get("epoch"),
+        )
+        for t in trials
+    ]
 
 
 class Progress(Callback):

@@ -233,7 +233,7 @@ def _write_trial(run_dir: Path, trial_id: str, epochs: int) -> None:
     (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def test_recorder_reads_an_ended_trial_once(tmp_path, monkeypatch):
+def test_recorder_reads_an_ended_trial_once_its_files_are_settled(tmp_path, monkeypatch):
     read = []
     collect = results.collect
 
@@ -247,24 +247,24 @@ def test_recorder_reads_an_ended_trial_once(tmp_path, monkeypatch):
     )
     for t in ("a", "b", "c"):
         _write_trial(tmp_path, t, 2)
-    recorder.write([("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "RUNNING")])
+    a = ("a", {"x": 0.1}, "TERMINATED", 2)
+    recorder.write([a, ("b", {"x": 0.2}, "RUNNING", 2)])
+    # b ended at epoch 9, but storage still holds its first 2 epochs: read again next time.
+    recorder.write([a, ("b", {"x": 0.2}, "TERMINATED", 9), ("c", {}, "RUNNING", 1)])
     _write_trial(tmp_path, "b", 9)
-    recorder.write(
-        [("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "RUNNING")]
-    )
+    recorder.write([a, ("b", {"x": 0.2}, "TERMINATED", 9), ("c", {}, "ERROR", 2)])
+    # c failed, but its error file has not reached storage yet: read again next time.
     (tmp_path / results.RAY_DIR / "c" / "error.txt").write_text("Traceback\nValueError: x")
-    recorder.write(
-        [("a", {"x": 0.1}, "TERMINATED"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "ERROR")]
-    )
-    assert read == ["a", "b", "b", "c", "c"]
+    c = ("c", {}, "ERROR", 2)
+    recorder.write([a, ("b", {"x": 0.2}, "TERMINATED", 9), c])
+    recorder.write([a, ("b", {"x": 0.2}, "TERMINATED", 9), c])
+    assert read == ["a", "b", "b", "c", "b", "c", "c"]
     trials = pd.read_parquet(tmp_path / results.TRIALS_FILE)
     assert list(trials.trial_id) == ["a", "b", "c"]
     assert list(trials.status) == ["early_stopped", "completed", "error"]
     assert len(pd.read_parquet(tmp_path / results.HISTORY_FILE)) == 2 + 9 + 2
     # An interrupt marks an ended trial unfinished again: it is not listed twice.
-    recorder.write(
-        [("a", {"x": 0.1}, "RUNNING"), ("b", {"x": 0.2}, "TERMINATED"), ("c", {}, "ERROR")]
-    )
+    recorder.write([("a", {"x": 0.1}, "RUNNING", 2), ("b", {"x": 0.2}, "TERMINATED", 9), c])
     trials = pd.read_parquet(tmp_path / results.TRIALS_FILE)
     assert list(trials.trial_id) == ["a", "b", "c"]
     assert list(trials.status) == ["unfinished", "completed", "error"]
