@@ -29,6 +29,23 @@ def _validate(args: argparse.Namespace) -> None:
     )
     if summary:
         print(f"{args.spec}: {spec.searcher.name}: {summary}")
+    full = spec.budget.num_samples * spec.train.max_epochs
+    print(
+        f"{args.spec}: epoch budget: at most {full:,} epochs ({spec.budget.num_samples} trials x "
+        f"{spec.train.max_epochs}); `caviar plan {args.spec}` estimates what early stopping saves"
+    )
+
+
+def _plan(args: argparse.Namespace) -> None:
+    from caviar import plan
+    from caviar.spec import load_spec
+
+    spec = load_spec(args.spec)
+    seconds = None
+    if args.probe and spec.train.task:
+        print("probing one trial's epoch time ...", flush=True)
+        seconds = plan.probe(spec)
+    print(plan.make_plan(spec, plan.local_concurrency(spec), seconds).text())
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -146,6 +163,10 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    from caviar import analysis
+
+    if audit := analysis.audit_text(analysis.load(run_dir)):
+        print(audit)
 
 
 def _best(args: argparse.Namespace) -> None:
@@ -188,6 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a sweep spec; nothing is launched")
     v.add_argument("spec")
     v.set_defaults(func=_validate)
+
+    pl = sub.add_parser(
+        "plan", help="trials and epochs per rung, total epochs, wall time: before launching"
+    )
+    pl.add_argument("spec")
+    pl.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="skip timing one trial's epoch (the built-in train function's) here",
+    )
+    pl.set_defaults(func=_plan)
 
     r = sub.add_parser("run", help="run a sweep; prints the run directory")
     r.add_argument("spec")

@@ -122,9 +122,13 @@ def _environment(spec: SweepSpec) -> dict[str, str]:
     return {"caviar.versions": json.dumps(versions), "caviar.hardware": json.dumps(hardware)}
 
 
-def _init_ray(address: str | None) -> None:
+def _init_ray(address: str | None) -> bool:
+    """Connect to Ray; True if this call started it (and the sweep must shut it down). A Ray
+    the caller already started in this process (a notebook, a benchmark) is used as it is."""
     import ray
 
+    if ray.is_initialized():
+        return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         try:
@@ -139,6 +143,7 @@ def _init_ray(address: str | None) -> None:
     else:
         # The embedded default: a private Ray on this machine, sized to it, gone with us.
         ray.init(address="local", include_dashboard=False, log_to_driver=False)
+    return True
 
 
 def _default_concurrency(spec: SweepSpec) -> int:
@@ -263,7 +268,7 @@ def _sweep(
     for name in _MisleadingRayLog.LOGGERS:
         logging.getLogger(name).addFilter(_MISLEADING_RAY_LOG)  # once: the same instance
     with rundir.claim(run_dir):
-        _init_ray(address)
+        started = _init_ray(address)
         try:
             _check_shared_storage(run_dir)
             searcher = searcher_class(spec.searcher.name)(
@@ -346,7 +351,8 @@ def _sweep(
                 status.update(dict.fromkeys(progress.in_flight, "RUNNING"))
             recorder.write(seam.ray_trials(analysis.trials, status))
         finally:
-            ray.shutdown()
+            if started:
+                ray.shutdown()
     if signals:
         done = sum(s in ("TERMINATED", "ERROR") for s in status.values())
         raise Interrupted(signals[0], run_dir.uri, done, spec.budget.num_samples)

@@ -1,4 +1,5 @@
-"""One HTML page about a run: status counts, the best trial, the leaderboard and every plot.
+"""One HTML page about a run: status counts, the best trial, the leaderboard, what stopping
+early saved, caviar's stopping audit (when the run has one) and every plot.
 
 The page is self-contained and readable offline: inline CSS, plots as base64 PNG ``data:``
 URIs, no scripts, no external URLs. ``caviar report RUN_DIR`` writes it.
@@ -10,6 +11,7 @@ import base64
 import html
 import io
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; }
 code { background: #f4f4f4; padding: 0 0.25em; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
+ul.warnings li { color: #9a3b00; }
 """
 
 
@@ -79,6 +82,7 @@ def render_report(run: analysis.Run) -> str:
         _leaderboard_table(run),
         "<h2>What stopping early saved</h2>",
         _savings(run),
+        _audit_section(run),
         "<h2>Plots</h2>",
         *(_figure_html(plot, run) for plot in _plots(run)),
         _no_regions_note(run),
@@ -133,12 +137,8 @@ def _summary(run: analysis.Run) -> str:
     train = spec.get("train") or {}
     what = train.get("task") or train.get("function") or "?"
     searcher = (spec.get("searcher") or {}).get("name", "?")
-    sched = run.scheduler
-    sched_text = str(sched["name"])
-    if sched_text == "asha":
-        sched_text += (
-            f" (grace_period {sched['grace_period']}, reduction_factor {sched['reduction_factor']})"
-        )
+    options = ", ".join(f"{k} {v}" for k, v in asdict(run.scheduler_options).items())
+    sched_text = str(run.scheduler["name"]) + (f" ({options})" if options else "")
     budget = (spec.get("budget") or {}).get("num_samples", "?")
     return (
         f"Run directory <code>{_e(run.run_dir)}</code><br>"
@@ -200,17 +200,47 @@ def _leaderboard_table(run: analysis.Run) -> str:
 
 
 def _savings(run: analysis.Run) -> str:
-    s = analysis.asha_summary(run)
+    s = analysis.stopping_summary(run)
     if s.trials == 0:
         return "<p>No trial trained an epoch.</p>"
     pct = 100 * s.epochs_saved / s.epochs_full if s.epochs_full else 0.0
     tpct = 100 * s.seconds_saved / s.seconds_full if s.seconds_full else 0.0
+    by = (
+        f" ({s.epochs_saved_by_scheduler:,} epochs by {_e(analysis.scheduler_label(run))})"
+        if run.scheduler["name"] != "fifo"
+        else ""
+    )
     return (
         f"<p>{s.trials} trials trained {s.epochs_trained:,} epochs; running every trial stopped "
         f"early on to max_epochs ({run.max_epochs}) would have taken {s.epochs_full:,} epochs: "
-        f"<b>{pct:.0f}% saved</b> ({s.epochs_saved_by_asha:,} epochs by ASHA). Training time "
+        f"<b>{pct:.0f}% saved</b>{by}. Training time "
         f"{s.seconds_trained:,.0f} s of an estimated {s.seconds_full:,.0f} s: "
         f"<b>{tpct:.0f}% saved</b>.</p>"
+    )
+
+
+def _audit_section(run: analysis.Run) -> str:
+    """caviar's stopping audit: a row per rung, its warnings and the verdict; "" without one."""
+    audit = analysis.audit(run)
+    if audit is None:
+        return ""
+    cols = [c for c in audit.columns if c != "warning"]
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{_e(_fmt(row[c]))}</td>" for c in cols) + "</tr>"
+        for _, row in audit.iterrows()
+    )
+    warnings = analysis.audit_warnings(run)
+    items = "".join(f"<li>{_e(w)}</li>" for w in warnings)
+    return (
+        "<h2>Stopping audit</h2>"
+        "<p>Each rung of caviar's scheduler stops trials only once the ranking there agrees "
+        "with a later one (Spearman rank correlation <code>agreement</code> at least the "
+        "<code>trust</code> option), and spares the trials within the metric's noise of the "
+        "cut.</p>"
+        f'<table id="audit"><tr>{head}</tr>{rows}</table>'
+        + (f'<ul class="warnings" id="audit-warnings">{items}</ul>' if warnings else "")
+        + f"<p>{_e(analysis.audit_verdict(run))}.</p>"
     )
 
 

@@ -7,6 +7,7 @@ together; this module and the driver are the only ones that import Ray Tune.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import pickle
@@ -20,13 +21,22 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 from ray.tune.error import TuneError
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+from ray.tune.schedulers import (
+    ASHAScheduler,
+    FIFOScheduler,
+    HyperBandScheduler,
+    MedianStoppingRule,
+    PopulationBasedTraining,
+    TrialScheduler,
+)
 from ray.tune.search import Searcher as RaySearcher
 
-from caviar import objective, results, session
+from caviar import objective, results, schedulers, session
+from caviar.errors import CaviarError
 from caviar.objective import Mode
 from caviar.searchers import Outcome, Searcher
 from caviar.spec import SweepSpec
+from caviar.stopping import STOP, Stopping, StoppingOptions
 from caviar.storage import Location
 
 # --- the searcher -----------------------------------------------------------------------------
@@ -105,14 +115,27 @@ class ControllerAware:
         super().on_trial_add(tune_controller, trial)  # type: ignore[misc]
 
 
+class RecordsStops(ControllerAware):
+    """Mixin: records which trials the scheduler stopped before max_epochs (the tables'
+    ``stopped_by_scheduler``), in its own ``__dict__`` so that it is saved with it."""
+
+    max_epochs: int
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+        final = result.get(session.FINAL) or result.get("epoch", self.max_epochs) >= self.max_epochs
+        if decision == TrialScheduler.STOP and not final:
+            self.__dict__.setdefault("stopped", set()).add(trial.trial_id)
+        return decision
+
+
 class Fifo(ControllerAware, FIFOScheduler):
     """Ray's FIFO scheduler: no early stopping."""
 
 
-class RecordingASHA(ControllerAware, ASHAScheduler):
-    """Ray's ASHA, recording which trials it stopped before max_epochs and each trial's
-    bracket (whose rungs differ when ``brackets > 1``), in its own state so that both are
-    saved with it."""
+class RecordingASHA(RecordsStops, ASHAScheduler):
+    """Ray's ASHA, also recording each trial's bracket (whose rungs differ when
+    ``brackets > 1``)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -124,25 +147,120 @@ class RecordingASHA(ControllerAware, ASHAScheduler):
         super().on_trial_add(tune_controller, trial)
         self.bracket[trial.trial_id] = self._brackets.index(self._trial_info[trial.trial_id])
 
+
+class RecordingHyperBand(RecordsStops, HyperBandScheduler):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: set[str] = set()
+        self.max_epochs = kwargs["max_t"]
+
+
+class RecordingMedian(RecordsStops, MedianStoppingRule):
+    def __init__(self, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.stopped: set[str] = set()
+        self.max_epochs = max_epochs
+
+
+class Pbt(ControllerAware, PopulationBasedTraining):
+    """Ray's population based training."""
+
+
+class CaviarScheduler(ControllerAware, FIFOScheduler):
+    """caviar's early stopping (`caviar.stopping.Stopping`) as a Ray Tune scheduler: trials
+    run first in, first out, and each result gets the rule's CONTINUE or STOP."""
+
+    def __init__(self, metric: str, mode: Mode, max_epochs: int, options: StoppingOptions):
+        super().__init__()
+        self.metric_name = metric  # not `metric`: a read-only property of Ray's schedulers
+        self.rule = Stopping(mode, max_epochs, options)
+
+    @property
+    def stopped(self) -> set[str]:
+        return set(self.rule.stopped)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(tune_controller, trial)
+        # The same configuration with another seed: its spread is the metric's noise.
+        config = {k: v for k, v in (trial.config or {}).items() if k != "seed"}
+        self.rule.on_add(trial.trial_id, repr(sorted(config.items(), key=lambda kv: kv[0])))
+
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        decision = super().on_trial_result(tune_controller, trial, result)
-        final = result.get(session.FINAL) or result.get("epoch", self.max_epochs) >= self.max_epochs
-        if decision == self.STOP and not final:
-            self.stopped.add(trial.trial_id)
-        return decision
+        if result.get(session.FINAL):
+            return self.CONTINUE
+        epoch = result.get("epoch", result.get("training_iteration", 0))
+        decision = self.rule.on_result(trial.trial_id, epoch, result.get(self.metric_name))
+        return self.STOP if decision == STOP else self.CONTINUE
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.rule.state_dict(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.rule.load_state_dict(pickle.load(f))
+
+    def audit(self) -> list[dict[str, Any]]:
+        return self.rule.audit()
 
 
 def make_scheduler(spec: SweepSpec) -> TrialScheduler:
-    s, max_epochs = spec.scheduler, spec.train.max_epochs
-    if s.name == "fifo":
-        return Fifo()
-    return RecordingASHA(
-        time_attr="epoch",
-        max_t=max_epochs,
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-        brackets=s.brackets,
-    )
+    """The spec's scheduler. PBT explores the searched hyperparameters that do not change the
+    shape of the model."""
+    name, o, max_epochs = spec.scheduler.name, spec.scheduler.options, spec.train.max_epochs
+    if name == "caviar":
+        return CaviarScheduler(spec.metric, spec.mode, max_epochs, o)
+    if name == "asha":
+        return RecordingASHA(
+            time_attr="epoch",
+            max_t=max_epochs,
+            grace_period=o.grace_period,
+            reduction_factor=o.reduction_factor,
+            brackets=o.brackets,
+        )
+    if name == "hyperband":
+        return RecordingHyperBand(
+            time_attr="epoch", max_t=max_epochs, reduction_factor=o.reduction_factor
+        )
+    if name == "median":
+        return RecordingMedian(
+            max_epochs,
+            time_attr="epoch",
+            grace_period=o.grace_period,
+            min_samples_required=o.min_samples_required,
+        )
+    if name == "pbt":
+        return Pbt(
+            time_attr="epoch",
+            perturbation_interval=o.perturbation_interval,
+            quantile_fraction=o.quantile_fraction,
+            resample_probability=o.resample_probability,
+            hyperparam_mutations=pbt_mutations(spec),
+        )
+    return Fifo()
+
+
+def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
+    """PBT's explore step for each searched hyperparameter it may change: a sampler from the
+    searched domain. Shape-changing knobs of the built-in train function (the width, depth,
+    batch size ...) are left out: a checkpoint of one shape cannot continue in another."""
+    import numpy as np
+
+    from caviar.train.population import SHARED
+
+    rng = np.random.default_rng(spec.seed)
+    fixed_shape = set(SHARED) | {"hidden", "channels"} if spec.train.task else set()
+    mutations = {}
+    for name, domain in spec.space:
+        if name in fixed_shape or name not in spec.space.searched:
+            continue
+        mutations[name] = functools.partial(domain.sample, rng)
+    if not mutations:
+        raise CaviarError(
+            "scheduler: pbt needs a searched hyperparameter it can change during training "
+            "(one that does not change the model's shape, such as lr or weight_decay)"
+        )
+    return mutations
 
 
 class SchedulerState(Callback):
@@ -317,16 +435,16 @@ class Recorder:
         self.ended_trials, self.ended_history = None, None  # their tables, concatenated
 
     def rungs(self, trial_id: str) -> list[float] | None:
-        s = self.spec.scheduler
-        if s.name != "asha":
-            return None
+        """The trial's rungs: its bracket's under ASHA, the scheduler's otherwise."""
+        s, max_epochs = self.spec.scheduler, self.spec.train.max_epochs
         bracket = getattr(self.scheduler, "bracket", {}).get(trial_id, 0)
-        return results.asha_rungs(
-            s.grace_period, s.reduction_factor, self.spec.train.max_epochs, bracket
-        )
+        if s.name == "asha" and bracket:
+            o = s.options
+            return results.asha_rungs(o.grace_period, o.reduction_factor, max_epochs, bracket)
+        return schedulers.rungs(s.name, s.options, max_epochs)
 
     def _trial_dir(self, trial_id: str, config: Any, status: str) -> results.TrialDir:
-        stopped = getattr(self.scheduler, "stopped", set())  # ASHA's; a resume replaces it
+        stopped = getattr(self.scheduler, "stopped", set())
         return results.TrialDir(
             trial_id,
             self.run_dir / results.RAY_DIR / trial_id,
@@ -388,6 +506,7 @@ class Recorder:
             self.spec_yaml,
             self.searcher.regions(),
             self.metadata,
+            self.scheduler.audit() if hasattr(self.scheduler, "audit") else None,
         )
         self.last = time.monotonic()
 

@@ -31,6 +31,7 @@ from caviar.storage import Location
 TRIALS_FILE = "trials.parquet"
 HISTORY_FILE = "history.parquet"
 REGIONS_FILE = "regions.parquet"
+AUDIT_FILE = "audit.parquet"
 SPEC_FILE = "spec.yaml"
 RAY_DIR = "ray"
 SCHEMA_VERSION = "1"
@@ -150,7 +151,8 @@ def _trial_row(
         else trial_status(last, rec.error is not None, max_epochs),
         "round": rec.round,
         "epochs": int(last["epoch"]) if last else 0,
-        "stopped_by_asha": rec.stopped_by_asha,
+        "stopped_by_scheduler": rec.stopped_by_asha,
+        "stopped_by_asha": rec.stopped_by_asha,  # the column's name before other schedulers
         "rung": None if (rungs := rec.rungs or rungs) is None else _rung(last, rungs),
         **{f"param_{k}": v for k, v in rec.config.items()},
         metric: last.get(metric) if last else None,
@@ -387,13 +389,17 @@ def write_results(
     spec_yaml: str,
     regions: list[dict[str, Any]] | None = None,
     metadata: Mapping[str, str] | None = None,
+    audit: list[dict[str, Any]] | None = None,
 ) -> None:
     """Write the tables with the resolved spec and `metadata` (versions, hardware, seed) in
-    each file's Parquet metadata."""
+    each file's Parquet metadata; `audit`: the stopping audit, one row per rung (caviar's
+    scheduler's, `caviar.stopping.Stopping.audit`)."""
     meta = {"caviar.spec": spec_yaml, **(metadata or {})}
     write_parquet(history, run_dir / HISTORY_FILE, meta)
     if regions:
         write_parquet(regions_table(regions), run_dir / REGIONS_FILE, meta)
+    if audit:
+        write_parquet(pd.DataFrame(audit), run_dir / AUDIT_FILE, meta)
     write_parquet(trials, run_dir / TRIALS_FILE, meta)
 
 

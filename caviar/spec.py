@@ -17,6 +17,7 @@ import yaml
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
+from caviar import schedulers
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
 from caviar.searchers import SEARCHERS, options_class, searcher_class
@@ -46,10 +47,13 @@ class TrainSpec:
 
 @dataclass(frozen=True, config=_STRICT)
 class SchedulerSpec:
-    name: Literal["asha", "fifo"] = "asha"
-    grace_period: PositiveInt = 1
-    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
-    brackets: PositiveInt = 1
+    name: str = schedulers.DEFAULT
+    options: Any = None
+    """The scheduler's options dataclass (`caviar.schedulers.SCHEDULERS`)."""
+
+    def __post_init__(self) -> None:
+        if self.options is None:
+            object.__setattr__(self, "options", schedulers.SCHEDULERS[self.name]())
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -85,7 +89,8 @@ class CheckpointSpec:
 
 @dataclass(frozen=True, config=_STRICT)
 class SearcherSpec:
-    name: str = "random"
+    name: str = "tpe"
+    """Random for TPE's first n_startup trials, then model-based."""
     options: Any = None
     """The searcher's own options dataclass, validated against its `Options`."""
 
@@ -189,10 +194,15 @@ def parse_spec(raw: Any) -> SweepSpec:
             except ValueError as e:
                 problems.append(f"space.{name}: {e}")
 
-    searcher_raw = raw.pop("searcher", None) or {}
-    searcher = _parse_searcher(searcher_raw, problems)
+    searcher = _parse_searcher(raw.pop("searcher", None) or {}, problems)
+    scheduler = _parse_scheduler(raw.pop("scheduler", None) or {}, problems)
 
-    fields = {**raw, "space": Space.from_dict(domains), "searcher": searcher}
+    fields = {
+        **raw,
+        "space": Space.from_dict(domains),
+        "searcher": searcher,
+        "scheduler": scheduler,
+    }
     spec, invalid = _validate(fields, problems)
     if spec is not None:
         problems.extend(_cross_checks(spec, invalid))
@@ -238,36 +248,59 @@ def _validate(fields: dict[str, Any], problems: list[str]) -> tuple[SweepSpec | 
 
 
 def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
+    parsed = _parse_named("searcher", raw, SEARCHERS, options_class, problems, plugins=True)
+    return SearcherSpec(*parsed) if parsed else SearcherSpec()
+
+
+def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
+    parsed = _parse_named(
+        "scheduler", raw, schedulers.SCHEDULERS, schedulers.SCHEDULERS.__getitem__, problems
+    )
+    return SchedulerSpec(*parsed) if parsed else SchedulerSpec()
+
+
+def _parse_named(
+    section: str,
+    raw: Any,
+    names: Mapping[str, Any],
+    options_of: Any,
+    problems: list[str],
+    plugins: bool = False,
+) -> tuple[str, Any] | None:
+    """A section naming a pluggable part and its options, ``{name: x, option: value, ...}``
+    (or just the name): (name, the part's validated options), or None after a problem."""
+    default = SearcherSpec.name if section == "searcher" else SchedulerSpec.name
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, Mapping):
-        problems.append(f"searcher: expected a mapping such as {{name: random}}, found {raw!r}")
-        return SearcherSpec()
+        problems.append(f"{section}: expected a mapping such as {{name: {default}}}, found {raw!r}")
+        return None
     options = dict(raw)
-    name = str(options.pop("name", "random"))
-    if name not in SEARCHERS and ":" not in name:
+    name = str(options.pop("name", default))
+    if name not in names and not (plugins and ":" in name):
+        extra = ", or 'module:Class'" if plugins else ""
         problems.append(
-            f"searcher.name: unknown searcher '{name}'{did_you_mean(name, SEARCHERS)} "
-            f"(expected one of {', '.join(SEARCHERS)}, or 'module:Class')"
+            f"{section}.name: unknown {section} '{name}'{did_you_mean(name, names)} "
+            f"(expected one of {', '.join(names)}{extra})"
         )
-        return SearcherSpec()
+        return None
     try:
-        cls = options_class(name)
-    except Exception as e:  # noqa: BLE001 - import errors of user searchers are user errors
-        problems.append(f"searcher.name: cannot load '{name}': {e}")
-        return SearcherSpec()
+        cls = options_of(name)
+    except Exception as e:  # noqa: BLE001 - import errors of user plugins are user errors
+        problems.append(f"{section}.name: cannot load '{name}': {e}")
+        return None
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in [k for k in options if k not in valid]:
         problems.append(
-            f"searcher.{key}: unknown option for searcher '{name}'{did_you_mean(key, valid)} "
+            f"{section}.{key}: unknown option for {section} '{name}'{did_you_mean(key, valid)} "
             f"(valid options: {', '.join(['name', *valid])})"
         )
         options.pop(key)
     try:
-        return SearcherSpec(name, TypeAdapter(cls).validate_python(options))
+        return name, TypeAdapter(cls).validate_python(options)
     except ValidationError as e:
-        problems.extend(_explain(err, prefix=("searcher",), cls=cls) for err in e.errors())
-        return SearcherSpec()
+        problems.extend(_explain(err, prefix=(section,), cls=cls) for err in e.errors())
+        return None
 
 
 def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
@@ -338,14 +371,17 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
             f"train.max_epochs: {t.max_epochs:,} epochs with no budget.time_budget_s would run "
             f"for ever; set budget.time_budget_s, or at most {MAX_EPOCHS:,} epochs"
         )
+    first = next(
+        (f for f in ("grace_period", "min_epochs") if hasattr(spec.scheduler.options, f)), None
+    )
     if (
-        valid("scheduler", "train.max_epochs")
-        and spec.scheduler.name == "asha"
-        and spec.scheduler.grace_period > t.max_epochs
+        first
+        and valid("train.max_epochs")
+        and getattr(spec.scheduler.options, first) > t.max_epochs
     ):
         problems.append(
-            f"scheduler.grace_period: must be <= train.max_epochs ({t.max_epochs}), "
-            f"found {spec.scheduler.grace_period}"
+            f"scheduler.{first}: must be <= train.max_epochs ({t.max_epochs}), "
+            f"found {getattr(spec.scheduler.options, first)}"
         )
     return problems
 
@@ -446,6 +482,8 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     """The resolved spec as plain data, in the shape it is written (for spec.yaml)."""
     out = dataclasses.asdict(spec)
     out["space"] = {name: d.to_raw() for name, d in spec.space}
-    opts = spec.searcher.options
-    out["searcher"] = {"name": spec.searcher.name, **(dataclasses.asdict(opts) if opts else {})}
+    for section in ("searcher", "scheduler"):
+        part = getattr(spec, section)
+        opts = dataclasses.asdict(part.options) if part.options else {}
+        out[section] = {"name": part.name, **opts}
     return out

@@ -72,10 +72,15 @@ def write_fake_run(
     regions: bool = True,
     trials: int = 16,
     unfinished: str | None = None,
+    scheduler: dict | None = None,
+    audit: list[dict] | None = None,
+    legacy: bool = False,
 ) -> Path:
-    """`trials` trials in 2 rounds: completed, stopped by ASHA at rungs 1 and 2, one diverged;
-    or, with errored, 3 trials that all raised. The trial named `unfinished` had not ended
-    when the tables were written (an interrupted sweep)."""
+    """`trials` trials in 2 rounds: completed, stopped by the scheduler (ASHA unless
+    `scheduler` says otherwise) at epochs 1 and 2, one diverged; or, with errored, 3 trials
+    that all raised. The trial named `unfinished` had not ended when the tables were written
+    (an interrupted sweep). `audit`: the stopping audit's rows; `legacy`: trials.parquet as
+    caviar wrote it before other schedulers, with ``stopped_by_asha`` only."""
     rng = np.random.default_rng(0)
     records = []
     n = 3 if errored else trials
@@ -114,10 +119,13 @@ def write_fake_run(
             )
         )
     trials, history = results.build_tables(records, "val_acc", "max", 4)
+    if legacy:
+        trials = trials.drop(columns="stopped_by_scheduler")
     run_dir = root / ("empty" if errored else "fake")
     run_dir.mkdir(parents=True)
+    spec = {**FAKE_SPEC, "scheduler": scheduler or FAKE_SPEC["scheduler"]}
     spec_yaml = yaml.safe_dump(
-        {**FAKE_SPEC, "searcher": {"name": "random"}} if errored else FAKE_SPEC, sort_keys=False
+        {**spec, "searcher": {"name": "random"}} if errored else spec, sort_keys=False
     )
     (run_dir / "spec.yaml").write_text(spec_yaml)
     space = FAKE_SPEC["space"]
@@ -129,6 +137,7 @@ def write_fake_run(
         history,
         spec_yaml,
         region_list if regions and not errored else None,
+        audit=audit,
     )
     return run_dir
 
@@ -274,7 +283,7 @@ def test_leaderboard_and_outcomes(fake_run):
     assert board["best_val_acc"].is_monotonic_decreasing
     assert len(analysis.leaderboard(run, top=3)) == 3
     counts = analysis.outcomes(run).value_counts().to_dict()
-    assert counts == {"stopped by ASHA": 9, "completed": 6, "diverged": 1}
+    assert counts == {"stopped early by the scheduler": 9, "completed": 6, "diverged": 1}
     assert analysis.status_counts(run).to_dict() == {
         "completed": 6,
         "early_stopped": 9,
@@ -286,21 +295,41 @@ def test_leaderboard_and_outcomes(fake_run):
 
 def test_asha_rungs_and_what_stopping_saved(fake_run):
     run = analysis.load(fake_run)
-    assert analysis.asha_rungs(run) == [1, 2, 4]
-    s = analysis.asha_summary(run)
+    assert analysis.scheduler_rungs(run) == [1, 2, 4]
+    s = analysis.stopping_summary(run)
     assert s.rungs.to_dict("list") == {"epoch": [1, 2, 4], "trials": [16, 11, 6]}
     assert s.trials == 16 and s.epochs_trained == run.trials["epochs"].sum()
     assert s.epochs_full == 16 * 4
-    asha = run.trials[run.trials["stopped_by_asha"]]
-    assert s.epochs_saved_by_asha == (4 - asha["epochs"]).sum()
-    assert s.seconds_saved_by_asha == pytest.approx(0.5 * s.epochs_saved_by_asha)
+    stopped = run.trials[run.trials["stopped_by_scheduler"]]
+    assert s.epochs_saved_by_scheduler == (4 - stopped["epochs"]).sum()
+    assert s.seconds_saved_by_scheduler == pytest.approx(0.5 * s.epochs_saved_by_scheduler)
+    # The names from when ASHA was the only scheduler still work.
+    assert analysis.asha_rungs(run) == [1, 2, 4]
+    assert analysis.AshaSummary is analysis.StoppingSummary
+    old = analysis.asha_summary(run)
+    assert (old.epochs_saved_by_asha, old.seconds_saved_by_asha) == (
+        s.epochs_saved_by_scheduler,
+        s.seconds_saved_by_scheduler,
+    )
 
 
 @pytest.mark.parametrize(
-    "scheduler", [{"name": "asha"}, None], ids=["no-reduction-factor", "no-scheduler"]
+    ("scheduler", "rungs", "shown"),
+    [
+        ({"name": "asha"}, [1, 3, 9], "asha (grace_period 1, reduction_factor 3.0, brackets 1)"),
+        # No section: the default scheduler, caviar's (min_epochs 1, reduction_factor 3).
+        (
+            None,
+            [1, 3],
+            "caviar (min_epochs 1, reduction_factor 3.0, trust 0.8, min_pairs 8, noise_z 1.0)",
+        ),
+    ],
+    ids=["no-reduction-factor", "no-scheduler"],
 )
-def test_asha_rungs_take_the_specs_defaults_for_what_spec_yaml_leaves_out(tmp_path, scheduler):
-    # SchedulerSpec: asha, grace_period 1, reduction_factor 3; the sweep placed its rungs so.
+def test_asha_rungs_take_the_specs_defaults_for_what_spec_yaml_leaves_out(
+    tmp_path, scheduler, rungs, shown
+):
+    # The defaults of the scheduler's options (caviar.schedulers); the sweep placed its rungs so.
     spec = {k: v for k, v in FAKE_SPEC.items() if k != "scheduler"}
     spec["train"] = {**FAKE_SPEC["train"], "max_epochs": 9}
     if scheduler is not None:
@@ -308,11 +337,11 @@ def test_asha_rungs_take_the_specs_defaults_for_what_spec_yaml_leaves_out(tmp_pa
     run_dir = write_fake_run(tmp_path)
     (run_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
     run = analysis.load(run_dir)
-    assert analysis.asha_rungs(run) == results.asha_rungs(1, 3.0, 9) == [1, 3, 9]
-    assert analysis.asha_summary(run).rungs["epoch"].tolist() == [1, 3, 9]
+    assert analysis.asha_rungs(run) == analysis.scheduler_rungs(run) == rungs
+    assert analysis.asha_summary(run).rungs["epoch"].tolist() == [*[r for r in rungs if r < 9], 9]
     from caviar.html_report import render_report
 
-    assert "asha (grace_period 1, reduction_factor 3.0)" in render_report(run)
+    assert shown in render_report(run)
 
 
 def test_a_completed_one_shot_trial_saved_nothing(tmp_path):
@@ -326,6 +355,206 @@ def test_a_completed_one_shot_trial_saved_nothing(tmp_path):
     results.write_results(Location.of(run_dir), trials, history, yaml.safe_dump(spec))
     s = analysis.asha_summary(analysis.load(run_dir))
     assert (s.epochs_trained, s.epochs_full, s.epochs_saved) == (1, 1, 0)
+
+
+CAVIAR_SCHEDULER = {
+    "name": "caviar",
+    "min_epochs": 1,
+    "reduction_factor": 2.0,
+    "trust": 0.8,
+    "min_pairs": 8,
+    "noise_z": 1.0,
+}
+WARNING = "4 trials stopped at a rung whose agreement is now 0.60 (< trust 0.8)"
+
+
+def audit_rows(warned: bool = True) -> list[dict]:
+    """caviar.stopping.Stopping.audit's rows for the fake run under CAVIAR_SCHEDULER (rungs 1
+    and 2): rung 1 trusted; rung 2 stopped 4 trials, and its agreement fell below trust."""
+    return [
+        {
+            "rung": 1,
+            "reached": 16,
+            "stopped": 5,
+            "spared_by_noise": 1,
+            "agreement": 0.9,
+            "pairs": 11,
+            "reference": 2.0,
+            "trusted": True,
+            "noise": 0.002,
+            "warning": None,
+        },
+        {
+            "rung": 2,
+            "reached": 11,
+            "stopped": 4,
+            "spared_by_noise": 0,
+            "agreement": 0.6,
+            "pairs": 8,
+            "reference": 4.0,
+            "trusted": False,
+            "noise": 0.002,
+            "warning": WARNING if warned else None,
+        },
+    ]
+
+
+def untrusted_rows() -> list[dict]:
+    """An audit where no rung was ever trusted (too few trials to measure agreement)."""
+    return [
+        {
+            "rung": r,
+            "reached": n,
+            "stopped": 0,
+            "spared_by_noise": 0,
+            "agreement": None,
+            "pairs": None,
+            "reference": None,
+            "trusted": False,
+            "noise": 0.0,
+            "warning": None,
+        }
+        for r, n in ((1, 16), (2, 16))
+    ]
+
+
+@pytest.fixture
+def caviar_run(tmp_path) -> Path:
+    return write_fake_run(tmp_path / "caviar", scheduler=CAVIAR_SCHEDULER, audit=audit_rows())
+
+
+def test_rungs_and_stops_of_caviars_scheduler(caviar_run):
+    run = analysis.load(caviar_run)
+    assert (
+        run.scheduler["name"] == "caviar" and analysis.scheduler_label(run) == "caviar's scheduler"
+    )
+    assert analysis.scheduler_rungs(run) == [1, 2]  # below max_epochs, unlike ASHA's
+    assert analysis.stopping_summary(run).rungs.to_dict("list") == {
+        "epoch": [1, 2, 4],
+        "trials": [16, 11, 6],
+    }
+    counts = analysis.outcomes(run).value_counts().to_dict()
+    assert counts == {analysis.STOPPED_BY_SCHEDULER: 9, "completed": 6, "diverged": 1}
+    curves = analysis.plot_learning_curves(run).axes[0]
+    assert curves.get_xlabel() == "epoch (dotted: rungs of caviar's scheduler)"
+    (left, _) = analysis.plot_rung_survival(run).axes
+    assert left.get_title() == "caviar's scheduler: trials reaching each rung"
+    # Rung 2 is not trusted (any more): its bar is pale.
+    assert [round(b.get_alpha(), 2) for b in left.patches] == [0.85, 0.3, 0.85]
+    assert "pale: not trusted to stop trials" in left.get_xlabel()
+
+
+def test_an_old_asha_run_with_only_stopped_by_asha(tmp_path):
+    run = analysis.load(write_fake_run(tmp_path, legacy=True))
+    assert "stopped_by_scheduler" not in run.trials and run.trials["stopped_by_asha"].any()
+    assert analysis.scheduler_rungs(run) == [1, 2, 4]
+    counts = analysis.outcomes(run).value_counts().to_dict()
+    assert counts == {"stopped early by the scheduler": 9, "completed": 6, "diverged": 1}
+    s = analysis.stopping_summary(run)
+    assert (
+        s.epochs_saved_by_scheduler
+        == (4 - run.trials["epochs"][run.trials["stopped_by_asha"]]).sum()
+    )
+    assert (
+        analysis.plot_learning_curves(run).axes[0].get_xlabel() == "epoch (dotted: rungs of ASHA)"
+    )
+    (left, _) = analysis.plot_rung_survival(run).axes
+    assert left.get_title() == "ASHA: trials reaching each rung"
+    assert analysis.audit(run) is None and analysis.audit_text(run) == ""
+
+
+def test_a_scheduler_without_rungs_says_so(tmp_path):
+    run = analysis.load(write_fake_run(tmp_path, scheduler={"name": "median"}))
+    assert analysis.scheduler_rungs(run) == []
+    assert analysis.plot_learning_curves(run).axes[0].get_xlabel() == "epoch"
+    texts = [t.get_text() for t in analysis.plot_rung_survival(run).findobj(Text)]
+    assert "the median stopping rule has no rungs (scheduler: median)" in texts
+
+
+def test_audit_reads_back(caviar_run, fake_run):
+    audit = analysis.audit(analysis.load(caviar_run))
+    assert list(audit.columns) == [
+        "rung",
+        "reached",
+        "stopped",
+        "spared_by_noise",
+        "agreement",
+        "pairs",
+        "reference",
+        "trusted",
+        "noise",
+        "warning",
+    ]
+    assert audit["rung"].tolist() == [1, 2] and audit["stopped"].tolist() == [5, 4]
+    assert audit["agreement"].tolist() == [0.9, 0.6] and audit["trusted"].tolist() == [True, False]
+    assert audit["warning"].tolist() == [None, WARNING]
+    assert analysis.audit(analysis.load(fake_run)) is None  # ASHA writes none
+
+
+def test_audit_without_measured_agreement_reads_back_typed(tmp_path):
+    run = analysis.load(
+        write_fake_run(tmp_path, scheduler=CAVIAR_SCHEDULER, audit=untrusted_rows())
+    )
+    audit = analysis.audit(run)
+    assert audit["agreement"].dtype == "float64" and audit["agreement"].isna().all()
+    assert audit["pairs"].isna().all() and not audit["trusted"].any()
+    assert audit["warning"].tolist() == [None, None]
+
+
+def test_audit_is_read_with_the_schema_check(caviar_run):
+    pd.DataFrame(audit_rows()).to_parquet(caviar_run / results.AUDIT_FILE)
+    with pytest.raises(RunDirError, match=re.escape("audit.parquet: not written by caviar")):
+        analysis.audit(analysis.load(caviar_run))
+
+
+def test_audit_text(caviar_run):
+    text = analysis.audit_text(analysis.load(caviar_run))
+    assert text.splitlines() == [
+        "rung  reached  stopped  agreement  trusted",
+        "   1       16        5       0.90      yes",
+        "   2       11        4       0.60       no",
+        f"warning: rung 2: {WARNING}",
+        "caviar's scheduler stopped 9 of 16 trials early, at rungs whose rank agreement was >= 0.8",
+    ]
+
+
+def test_audit_text_when_no_rung_was_trusted(tmp_path):
+    run = analysis.load(
+        write_fake_run(tmp_path, scheduler=CAVIAR_SCHEDULER, audit=untrusted_rows())
+    )
+    lines = analysis.audit_text(run).splitlines()
+    assert lines[1:3] == [
+        "   1       16        0          -       no",
+        "   2       16        0          -       no",
+    ]
+    assert lines[-1] == (
+        "caviar's scheduler stopped none of 16 trials early: no rung's rank agreement reached "
+        "0.8, so every rung stayed a grace period"
+    )
+    assert not [line for line in lines if line.startswith("warning")]
+
+
+def test_report_shows_the_audit_when_there_is_one(caviar_run, fake_run):
+    from caviar.html_report import render_report
+
+    page = assert_self_contained(
+        render_report(analysis.load(caviar_run)), images=len(analysis.PLOTS)
+    )
+    assert {"audit"} <= set(page.ids("table")) and "audit-warnings" in page.ids("ul")
+    text = " ".join(page.text)
+    assert "Stopping audit" in text and f"rung 2: {WARNING}" in text
+    assert "caviar's scheduler stopped 9 of 16 trials early" in text
+    saved = analysis.stopping_summary(analysis.load(caviar_run)).epochs_saved_by_scheduler
+    assert f"({saved} epochs by caviar's scheduler)" in text
+    # No audit (ASHA): no section.
+    page = Page(render_report(analysis.load(fake_run)))
+    assert "audit" not in page.ids("table") and "Stopping audit" not in " ".join(page.text)
+    # An audit without warnings: the table, no warning list.
+    clean = write_fake_run(
+        caviar_run.parent / "clean", scheduler=CAVIAR_SCHEDULER, audit=audit_rows(warned=False)
+    )
+    page = Page(render_report(analysis.load(clean)))
+    assert "audit" in page.ids("table") and "audit-warnings" not in page.ids("ul")
 
 
 @pytest.mark.parametrize("plot", analysis.PLOTS, ids=PLOT_IDS)
@@ -856,6 +1085,7 @@ def test_notebooks_are_stored_without_outputs():
         ("coarse_to_fine", "real_run"),
         ("coarse_to_fine", "flat_run"),
         ("overview", "failed_run"),
+        ("overview", "caviar_run"),  # with a stopping audit
         ("hyperparameters", "failed_run"),
         ("coarse_to_fine", "failed_run"),
     ],
@@ -880,3 +1110,6 @@ def test_notebook_runs_top_to_bottom(notebook, which, request, monkeypatch, pyth
     assert str(run_dir) in text
     if notebook == "coarse_to_fine" and which != "real_run":
         assert "This run has no regions" in text
+    if notebook == "overview":
+        run = analysis.load(run_dir)
+        assert (analysis.audit_text(run) or "no stopping audit (scheduler: ") in text

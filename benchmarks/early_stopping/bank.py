@@ -127,6 +127,8 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for i, c in enumerate(chosen):
         groups.setdefault(group_key(c), []).append((i, c))
+    for members in groups.values():  # neighbours in width share a population: less padding
+        members.sort(key=lambda m: (m[1].get("hidden", 0), m[1].get("channels", 0)))
     work = [
         (task, members[j : j + FUSE])
         for members in groups.values()

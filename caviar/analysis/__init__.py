@@ -6,6 +6,8 @@
     analysis.leaderboard(run, top=10)        # trials that rank, best first (as `caviar results`)
     analysis.plot_learning_curves(run)       # every plot returns a matplotlib Figure
     analysis.importance(run)                 # pandas Series, most important parameter first
+    analysis.stopping_summary(run)           # the scheduler's rungs and what stopping early saved
+    print(analysis.audit_text(run))          # caviar's scheduler: what each rung measured and did
     best = analysis.best(run)                # trial id, config, metric value, test_acc, checkpoint
     path = analysis.export_best(run, "models")   # one file: weights, architecture, config
 
@@ -38,10 +40,10 @@ for lack of data: they return a Figure that says "no data" and why. Figures are 
 ``matplotlib.figure.Figure``, not pyplot, so no backend is chosen or changed and no figure is
 kept alive by pyplot; in Jupyter run ``%matplotlib inline`` once and a returned Figure shows.
 
-Modules: `run` (loading a run directory), `tables` (leaderboard, statuses, ASHA, importance),
-`plots`, `export` (the best trial and its model), `standardize` (the exported model's input
-standardization; imports torch); `scales` places values on their domain's scale for both
-tables and plots.
+Modules: `run` (loading a run directory), `tables` (leaderboard, statuses, the scheduler's
+rungs and savings, caviar's stopping audit, importance), `plots`, `export` (the best trial
+and its model), `standardize` (the exported model's input standardization; imports torch);
+`scales` places values on their domain's scale for both tables and plots.
 """
 
 from caviar.analysis.export import (
@@ -67,13 +69,23 @@ from caviar.analysis.plots import (
 )
 from caviar.analysis.run import Run, load, read_spec
 from caviar.analysis.tables import (
+    SCHEDULER_LABELS,
+    STOPPED_BY_SCHEDULER,
     AshaSummary,
+    StoppingSummary,
     asha_rungs,
     asha_summary,
+    audit,
+    audit_text,
+    audit_verdict,
+    audit_warnings,
     importance,
     leaderboard,
     outcomes,
+    scheduler_label,
+    scheduler_rungs,
     status_counts,
+    stopping_summary,
 )
 
 # Kept for code that read it here; what ranks is `caviar.objective.RANKED`.
@@ -85,12 +97,19 @@ __all__ = [
     "HEALTHY",
     "OUTCOME_COLORS",
     "PLOTS",
+    "SCHEDULER_LABELS",
+    "STOPPED_BY_SCHEDULER",
     "AshaSummary",
     "Best",
     "ModelFileError",
     "Run",
+    "StoppingSummary",
     "asha_rungs",
     "asha_summary",
+    "audit",
+    "audit_text",
+    "audit_verdict",
+    "audit_warnings",
     "best",
     "export_best",
     "importance",
@@ -107,5 +126,8 @@ __all__ = [
     "plot_regions",
     "plot_rung_survival",
     "read_spec",
+    "scheduler_label",
+    "scheduler_rungs",
     "status_counts",
+    "stopping_summary",
 ]

@@ -24,12 +24,15 @@ from caviar.analysis.scales import (
     _unit,
 )
 from caviar.analysis.tables import (
+    STOPPED_BY_SCHEDULER,
     _importance_frame,
     _ranked,
-    asha_rungs,
-    asha_summary,
+    audit,
     leaderboard,
     outcomes,
+    scheduler_label,
+    scheduler_rungs,
+    stopping_summary,
 )
 from caviar.space import Choice, Domain, Fixed, Float, parse_domain
 
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 OUTCOME_COLORS = {
     "completed": "#1f77b4",
-    "stopped by ASHA": "#9a9a9a",
+    STOPPED_BY_SCHEDULER: "#9a9a9a",
     "stopped early": "#9467bd",
     "diverged": "#d62728",
     "error": "#000000",
@@ -107,7 +110,7 @@ def _better_brighter(run: Run) -> Colormap:
 
 def plot_learning_curves(run: Run, metric: str | None = None) -> Figure:
     """The metric against epoch for every trial, coloured by outcome; the best trial in black,
-    ASHA's rungs as dotted lines."""
+    the scheduler's rungs (caviar's or ASHA's) as dotted lines."""
     from matplotlib.ticker import MaxNLocator
 
     metric = metric or run.metric
@@ -120,7 +123,7 @@ def plot_learning_curves(run: Run, metric: str | None = None) -> Figure:
     best_id = str(board["trial_id"].iloc[0]) if len(board) else None
     fig, axes = _figure(width=7.5, height=4.6)
     ax = axes[0, 0]
-    order = {"stopped by ASHA": 0, "stopped early": 1, "diverged": 2, "completed": 3}
+    order = {STOPPED_BY_SCHEDULER: 0, "stopped early": 1, "diverged": 2, "completed": 3}
     groups = sorted(
         h.sort_values("epoch").groupby(h["trial_id"].astype(str)),
         key=lambda g: order.get(outcome.get(g[0], ""), 0),
@@ -131,7 +134,7 @@ def plot_learning_curves(run: Run, metric: str | None = None) -> Figure:
             g["epoch"],
             g[metric],
             color=OUTCOME_COLORS.get(o, "#555555"),
-            alpha=0.5 if o == "stopped by ASHA" else 0.8,
+            alpha=0.5 if o == STOPPED_BY_SCHEDULER else 0.8,
             linewidth=1.0,
             marker="o" if len(g) == 1 else None,
             markersize=3,
@@ -140,10 +143,10 @@ def plot_learning_curves(run: Run, metric: str | None = None) -> Figure:
         g = h[h["trial_id"].astype(str) == best_id].sort_values("epoch")
         ax.plot(g["epoch"], g[metric], color="black", linewidth=2.2, label=f"best: {best_id}")
         ax.legend(loc="best", frameon=False)
-    for rung in asha_rungs(run):
-        if rung < run.max_epochs:
-            ax.axvline(rung, color="#bbbbbb", linestyle=":", linewidth=1, zorder=0)
-    ax.set_xlabel("epoch" + (" (dotted: ASHA rungs)" if asha_rungs(run) else ""))
+    rungs = [r for r in scheduler_rungs(run) if r < run.max_epochs]
+    for rung in rungs:
+        ax.axvline(rung, color="#bbbbbb", linestyle=":", linewidth=1, zorder=0)
+    ax.set_xlabel("epoch" + (f" (dotted: rungs of {scheduler_label(run)})" if rungs else ""))
     ax.set_ylabel(metric)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{title}, {h['trial_id'].nunique()} trials ({run.mode} is better)")
@@ -255,22 +258,29 @@ def plot_importance(run: Run) -> Figure:
 
 
 def plot_rung_survival(run: Run) -> Figure:
-    """Left: how many trials reached each ASHA rung. Right: epochs and (estimated) time
-    trained, against every trial running to max_epochs."""
+    """Left: how many trials reached each of the scheduler's rungs (caviar's or ASHA's; with
+    caviar's stopping audit, the rungs it never trusted to stop trials pale). Right: epochs and
+    (estimated) time trained, against every trial running to max_epochs."""
     from matplotlib.ticker import MaxNLocator
 
-    title = "ASHA: trials reaching each rung"
-    summary = asha_summary(run)
+    label = scheduler_label(run)
+    title = f"{label}: trials reaching each rung"
+    summary = stopping_summary(run)
     if summary.trials == 0:
         return _no_data(title, "no trial trained an epoch")
     fig, axes = _figure(1, 2, width=10.0, height=4.0)
     left, right = axes[0]
-    rungs = asha_rungs(run)
-    if rungs:
+    if scheduler_rungs(run):
         labels = [f"{r:g}" for r in summary.rungs["epoch"]]
-        bars = left.bar(labels, summary.rungs["trials"], color="#1f77b4", alpha=0.85)
+        checked = audit(run)
+        untrusted = set() if checked is None else set(checked["rung"][~checked["trusted"]])
+        alpha = [0.3 if r in untrusted else 0.85 for r in summary.rungs["epoch"]]
+        bars = left.bar(labels, summary.rungs["trials"], color="#1f77b4")
+        for bar, a in zip(bars, alpha, strict=True):
+            bar.set_alpha(a)
         left.bar_label(bars, padding=2)
-        left.set_xlabel("epoch (the last is max_epochs)")
+        pale = "; pale: not trusted to stop trials" if untrusted else ""
+        left.set_xlabel(f"epoch (the last is max_epochs{pale})")
         left.set_ylabel("trials that trained this far")
         left.set_ylim(0, summary.trials * 1.15)
         left.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -280,7 +290,7 @@ def plot_rung_survival(run: Run) -> Figure:
         left.text(
             0.5,
             0.5,
-            f"no ASHA in this run (scheduler: {sched})",
+            f"{label} has no rungs (scheduler: {sched})",
             ha="center",
             va="center",
             transform=left.transAxes,

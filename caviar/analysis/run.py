@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args
 
@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from caviar import results
+from caviar import results, schedulers
 from caviar.errors import RunDirError
 from caviar.objective import Mode
 from caviar.space import Domain, Fixed, parse_domain
-from caviar.spec import SchedulerSpec, parse_yaml
+from caviar.spec import parse_yaml
 from caviar.storage import Location
 
 _REGION_COLUMNS = ["round", "param", "kind", "low", "high", "values"]
@@ -54,11 +54,20 @@ class Run:
 
     @property
     def scheduler(self) -> dict[str, Any]:
-        """The spec's scheduler section, with `caviar.spec.SchedulerSpec`'s defaults for what
-        it leaves out (as the sweep itself read it)."""
-        defaults = SchedulerSpec()
-        given = self.spec.get("scheduler") or {}
-        return {f.name: getattr(defaults, f.name) for f in fields(defaults)} | given
+        """The spec's scheduler section, with its scheduler's option defaults
+        (`caviar.schedulers.SCHEDULERS`) for what it leaves out, as the sweep itself read it;
+        no section means the default scheduler."""
+        given = dict(self.spec.get("scheduler") or {})
+        name = given.get("name", schedulers.DEFAULT)
+        options = schedulers.SCHEDULERS.get(name, schedulers.FifoOptions)()
+        return {"name": name, **asdict(options)} | given
+
+    @property
+    def scheduler_options(self) -> Any:
+        """`scheduler` as its options dataclass (keys this caviar does not know left out)."""
+        section = self.scheduler
+        cls = schedulers.SCHEDULERS.get(section["name"], schedulers.FifoOptions)
+        return cls(**{f.name: section[f.name] for f in fields(cls)})
 
     @property
     def name(self) -> str:

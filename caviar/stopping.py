@@ -1,0 +1,224 @@
+"""caviar's early stopping: asynchronous successive halving that checks its own premise.
+
+Stopping a trial at epoch r because it ranks low there only pays if the ranking at r predicts
+the final one. This rule measures that while the sweep runs and stops only where it holds:
+
+- rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's), each trial's value there
+  its best so far (not its last value: a noisy epoch does not decide);
+- the agreement of a rung: the Spearman rank correlation between the values at that rung and
+  at a higher one (the highest that at least ``min_pairs`` trials reached from it), over the
+  trials that reached both. A rung stops trials only once its agreement is known and at least
+  ``trust``: until then it is a grace period, whose length adapts to the problem;
+- at a trusted rung a trial below the top ``1 / reduction_factor`` of the values recorded there
+  stops, unless it is within ``noise_z`` times the metric's noise of the cut. The noise is the
+  larger of two estimates: the spread between trials of the same configuration with other
+  seeds (`repeat_key`), and the epoch-to-epoch jitter of each trial's curve (second
+  differences, which a smooth learning trend does not inflate).
+
+Pure Python with no Ray: `caviar.ray_seam.CaviarScheduler` puts it behind Ray Tune's scheduler
+interface. `audit()` is the table written with the results: what each rung measured and did.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from caviar import objective
+from caviar.objective import Mode
+
+CONTINUE, STOP = "CONTINUE", "STOP"
+
+
+@dataclass(frozen=True)
+class StoppingOptions:
+    min_epochs: int = 1
+    reduction_factor: float = 3.0
+    trust: float = 0.8
+    """Rank agreement (Spearman) a rung needs before it may stop trials."""
+    min_pairs: int = 8
+    """Trials that must have reached both rungs before their agreement counts."""
+    noise_z: float = 1.0
+    """A trial within this many noise standard deviations of the cut goes on."""
+
+
+def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
+    """The rungs below max_epochs; max_epochs itself is the last reference."""
+    rungs, rung = [], float(options.min_epochs)
+    while rung < max_epochs - 1e-9:
+        rungs.append(int(rung) if rung.is_integer() else rung)
+        rung *= options.reduction_factor
+    return rungs
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties); nan if either side is constant."""
+    rx, ry = _ranks(x), _ranks(y)
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+class Stopping:
+    """The rule's state and decisions for one sweep. Call `on_result` with every report; it
+    answers CONTINUE or STOP. All state is plain data (`state_dict` / `load_state_dict`)."""
+
+    def __init__(self, mode: Mode, max_epochs: int, options: StoppingOptions | None = None):
+        self.mode, self.max_epochs = mode, max_epochs
+        self.options = options or StoppingOptions()
+        self.rungs = rungs_of(self.options, max_epochs)
+        self.levels = [*self.rungs, max_epochs]  # where values are recorded
+        self.at: dict[str, dict[str, float]] = {str(r): {} for r in self.levels}
+        self.best: dict[str, float] = {}
+        self.recent: dict[str, list[float]] = {}
+        self.jitter: dict[str, float] = {}
+        self.repeat: dict[str, Hashable] = {}
+        self.stopped: dict[str, float] = {}  # trial -> the rung it was stopped at
+        self.spared: dict[str, int] = {}  # rung -> trials below the cut spared by the noise band
+        self._memo: dict[Any, Any] = {}
+
+    # --- what the sweep tells it -----------------------------------------------------------
+
+    def on_add(self, trial_id: str, repeat_key: Hashable | None = None) -> None:
+        """A new trial; trials with the same `repeat_key` are one configuration with other
+        seeds (their spread is the metric's noise)."""
+        if repeat_key is not None:
+            self.repeat[trial_id] = repeat_key
+
+    def on_result(self, trial_id: str, epoch: float, value: Any) -> str:
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return CONTINUE  # a diverged trial ends itself
+        best = self.best.get(trial_id)
+        if best is None or objective.better(value, best, self.mode):
+            self.best[trial_id] = best = float(value)
+        recent = self.recent.setdefault(trial_id, [])
+        recent.append(float(value))
+        del recent[:-8]
+        if len(recent) >= 5:
+            second = [recent[i] - 2 * recent[i + 1] + recent[i + 2] for i in range(len(recent) - 2)]
+            self.jitter[trial_id] = statistics.pstdev(second) / math.sqrt(6)
+        decision = CONTINUE
+        for level in self.levels:
+            key = str(level)
+            if epoch >= level and trial_id not in self.at[key]:
+                self.at[key][trial_id] = best
+                if level in self.rungs and self._stops(trial_id, level, best):
+                    decision = STOP
+                    self.stopped[trial_id] = level
+                    break
+        return decision
+
+    # --- what it measures ------------------------------------------------------------------
+
+    def agreement(self, rung: float) -> tuple[float, int, float] | None:
+        """(Spearman correlation, trials, reference level) between this rung and the highest
+        level above it that `min_pairs` of its trials reached; None while none has."""
+        sizes = tuple(len(v) for v in self.at.values())
+        if self._memo.get("sizes") != sizes:  # it changes only when a trial reaches a level
+            self._memo = {"sizes": sizes}
+        if rung not in self._memo:
+            self._memo[rung] = self._agreement(rung)
+        return self._memo[rung]
+
+    def _agreement(self, rung: float) -> tuple[float, int, float] | None:
+        here = self.at[str(rung)]
+        for level in reversed(self.levels):
+            if level <= rung:
+                break
+            there = self.at[str(level)]
+            both = [t for t in here if t in there]
+            if len(both) >= self.options.min_pairs:
+                sign = objective.sign(self.mode)
+                rho = spearman([sign * here[t] for t in both], [sign * there[t] for t in both])
+                return rho, len(both), level
+        return None
+
+    def trusted(self, rung: float) -> bool:
+        measured = self.agreement(rung)
+        return measured is not None and measured[0] >= self.options.trust
+
+    def noise(self) -> float:
+        """The metric's noise standard deviation (0 until something measures it)."""
+        jitter = statistics.median(self.jitter.values()) if self.jitter else 0.0
+        groups: dict[Hashable, list[float]] = {}
+        final = self.at[str(self.max_epochs)]
+        for trial_id, key in self.repeat.items():
+            if trial_id in final:
+                groups.setdefault(key, []).append(final[trial_id])
+        spreads = [statistics.variance(v) for v in groups.values() if len(v) > 1]
+        seeds = math.sqrt(statistics.fmean(spreads)) if spreads else 0.0
+        return max(jitter, seeds)
+
+    def _stops(self, trial_id: str, rung: float, value: float) -> bool:
+        recorded = self.at[str(rung)]
+        rf = self.options.reduction_factor
+        if len(recorded) < rf or not self.trusted(rung):
+            return False
+        sign = objective.sign(self.mode)
+        ordered = sorted(sign * v for v in recorded.values())  # best first
+        cut = ordered[max(0, math.ceil(len(ordered) / rf) - 1)]
+        if sign * value <= cut:
+            return False
+        if sign * value <= cut + self.options.noise_z * self.noise():
+            self.spared[str(rung)] = self.spared.get(str(rung), 0) + 1
+            return False
+        return True
+
+    def audit(self) -> list[dict[str, Any]]:
+        """One row per rung: trials that reached it, stopped there, spared by the noise band,
+        the agreement measured and whether it was trusted."""
+        rows = []
+        for rung in self.rungs:
+            measured = self.agreement(rung)
+            stopped = sum(1 for r in self.stopped.values() if r == rung)
+            rows.append(
+                {
+                    "rung": rung,
+                    "reached": len(self.at[str(rung)]),
+                    "stopped": stopped,
+                    "spared_by_noise": self.spared.get(str(rung), 0),
+                    "agreement": None if measured is None else measured[0],
+                    "pairs": None if measured is None else measured[1],
+                    "reference": None if measured is None else measured[2],
+                    "trusted": self.trusted(rung),
+                    "noise": self.noise(),
+                    # Trusted when it stopped them, but the agreement has fallen since.
+                    "warning": (
+                        f"{stopped} trials stopped at a rung whose agreement is now "
+                        f"{measured[0]:.2f} (< trust {self.options.trust:g})"
+                        if stopped and measured is not None and measured[0] < self.options.trust
+                        else None
+                    ),
+                }
+            )
+        return rows
+
+    # --- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        keys = ("at", "best", "recent", "jitter", "repeat", "stopped", "spared")
+        return {k: getattr(self, k) for k in keys}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._memo = {}

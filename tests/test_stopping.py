@@ -1,0 +1,128 @@
+"""caviar.stopping: the early-stopping rule that checks its own premise (no Ray)."""
+
+import math
+import pickle
+
+import pytest
+
+from caviar.stopping import CONTINUE, STOP, Stopping, StoppingOptions, rungs_of, spearman
+
+
+def test_rungs_and_spearman():
+    assert rungs_of(StoppingOptions(), 27) == [1, 3, 9]
+    assert rungs_of(StoppingOptions(min_epochs=2, reduction_factor=2), 16) == [2, 4, 8]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)
+    assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def play(rule, trials, epochs):
+    """Report each trial's curve epoch by epoch, one trial after another; the decisions."""
+    decisions = {}
+    for trial_id, curve in trials.items():
+        rule.on_add(trial_id)
+        for epoch in range(1, epochs + 1):
+            if rule.on_result(trial_id, epoch, curve(epoch)) == STOP:
+                decisions[trial_id] = epoch
+                break
+    return decisions
+
+
+def agreeing(quality):
+    return lambda epoch: quality * (1 - math.exp(-epoch / 3))
+
+
+def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
+    first = {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}
+    assert play(rule, first, 9) == {}  # the first 8 all train fully: nothing measured yet
+    assert rule.agreement(1) == (pytest.approx(1.0), 8, 9)
+    assert rule.trusted(1) and rule.trusted(3)
+    later = {f"b{i}": agreeing(0.3 + i / 100) for i in range(4)}  # all worse than the first
+    stopped = play(rule, later, 9)
+    assert stopped == dict.fromkeys(later, 1)
+    assert rule.audit()[0] | {"noise": None} == {
+        "rung": 1,
+        "reached": 12,
+        "stopped": 4,
+        "spared_by_noise": 0,
+        "agreement": pytest.approx(1.0),
+        "pairs": 8,
+        "reference": 9,
+        "trusted": True,
+        "noise": None,
+        "warning": None,
+    }
+
+
+def test_no_stop_at_a_rung_whose_ranking_disagrees_with_the_final_one():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
+
+    def slow_starter(quality):  # the better, the longer its ramp to `quality`
+        ramp = 1 + 8 * (quality - 0.3) / 0.55
+        return lambda epoch: quality * min(1.0, epoch / ramp)
+
+    first = {f"a{i}": slow_starter(0.5 + i / 20) for i in range(8)}
+    play(rule, first, 9)
+    rho, pairs, reference = rule.agreement(1)
+    assert rho < 0 and pairs == 8 and not rule.trusted(1)
+    later = {f"b{i}": slow_starter(0.3 + i / 50) for i in range(6)}
+    assert 1 not in play(rule, later, 9).values()  # rung 1 never stops anyone
+    assert rule.audit()[0]["stopped"] == 0 and rule.audit()[0]["trusted"] is False
+
+
+def test_compares_best_so_far_and_spares_trials_within_noise_of_the_cut():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=4, noise_z=2.0))
+    for i in range(4):
+        rule.on_add(f"a{i}")
+        for epoch in range(1, 10):
+            # jittery curves: +-0.02 around a level, the level sets the rank everywhere
+            rule.on_result(f"a{i}", epoch, 0.5 + 0.1 * i + (0.02 if epoch % 2 else -0.02))
+    assert rule.noise() > 0.01
+    # Its best so far at rung 3 is 0.95 although its value there is 0.52: it goes on.
+    rule.on_add("peak")
+    for epoch, value in ((1, 0.71), (2, 0.95), (3, 0.52)):
+        assert rule.on_result("peak", epoch, value) == CONTINUE
+    # Just below the cut, within noise: spared; far below: stopped.
+    rule.on_add("close")
+    assert rule.on_result("close", 1, 0.77) == CONTINUE
+    rule.on_add("far")
+    assert rule.on_result("far", 1, 0.1) == STOP
+    assert sum(r["spared_by_noise"] for r in rule.audit()) >= 1
+
+
+def test_minimizing_and_the_noise_of_repeated_seeds():
+    rule = Stopping("min", 3, StoppingOptions(min_pairs=3, reduction_factor=3))
+    for i, loss in enumerate((0.1, 0.2, 0.3)):
+        rule.on_add(f"t{i}", repeat_key="same" if i < 2 else None)
+        for epoch in range(1, 4):
+            rule.on_result(f"t{i}", epoch, loss + 1 / epoch)
+    # t0 and t1 are one configuration with two seeds: their final values differ by 0.1
+    assert rule.noise() == pytest.approx(0.1 / math.sqrt(2))
+    rule.on_add("bad")
+    assert rule.on_result("bad", 1, 5.0) == STOP  # a loss far above the cut
+    rule.on_add("good")
+    assert rule.on_result("good", 1, 0.5) == CONTINUE
+
+
+def test_state_round_trips_through_pickle():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=4))
+    play(rule, {f"a{i}": agreeing(0.5 + i / 10) for i in range(5)}, 9)
+    fresh = Stopping("max", 9, StoppingOptions(min_pairs=4))
+    fresh.load_state_dict(pickle.loads(pickle.dumps(rule.state_dict())))
+    assert fresh.audit() == rule.audit()
+    assert fresh.on_result("x", 1, 0.01) == rule.on_result("y", 1, 0.01) == STOP
+
+
+def test_a_warning_when_a_rung_stopped_trials_and_its_agreement_fell_below_trust():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=4))
+    play(rule, {f"a{i}": agreeing(0.5 + i / 10) for i in range(4)}, 9)
+    play(rule, {"low": agreeing(0.1)}, 9)
+    assert rule.audit()[0]["stopped"] == 1 and rule.audit()[0]["warning"] is None
+    # Later trials that passed rung 1 ranked the other way round at the end.
+    for i in range(8):
+        rule.at["1"][f"b{i}"], rule.at["9"][f"b{i}"] = 0.5 + i / 100, 0.9 - i / 100
+    row = rule.audit()[0]
+    assert not row["trusted"] and row["agreement"] < 0.8
+    assert row["warning"].startswith("1 trials stopped at a rung whose agreement is now")
