@@ -5,12 +5,17 @@ the final one. This rule measures that while the sweep runs and stops only where
 
 - rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's), each trial's value there
   its best so far (not its last value: a noisy epoch does not decide);
-- the agreement of a rung: the Spearman rank correlation between the values at that rung and
-  at a higher one (the highest that at least ``min_pairs`` trials reached from it), over the
-  trials that reached both. A rung stops trials only once its agreement is known and at least
-  ``trust``: until then it is a grace period, whose length adapts to the problem;
+- the agreement of a rung, measured against a level at least two rungs higher (the highest
+  that at least ``min_pairs`` of its trials reached), over the trials that reached both: the
+  Spearman rank correlation of their values there, and whether this rung's cut would have
+  kept a trial as good, at the higher level, as the best one (within twice the noise). A rung stops
+  trials only once its agreement is known, the correlation is at least ``trust`` and the
+  eventual best would have survived its cut: until then it is a grace period, whose length
+  adapts to the problem;
 - at a trusted rung a trial below the top ``1 / reduction_factor`` of the values recorded there
-  stops, unless it is within ``noise_z`` times the metric's noise of the cut. The noise is the
+  stops (among the last ``window`` trials there), unless it is within ``noise_z`` times the
+  metric's noise of the cut. A trial that
+  passed a rung while it was not trusted yet is judged there as soon as it is; The noise is the
   larger of two estimates: the spread between trials of the same configuration with other
   seeds (`repeat_key`), and the epoch-to-epoch jitter of each trial's curve (second
   differences, which a smooth learning trend does not inflate).
@@ -37,12 +42,29 @@ CONTINUE, STOP = "CONTINUE", "STOP"
 class StoppingOptions:
     min_epochs: int = 1
     reduction_factor: float = 3.0
-    trust: float = 0.8
-    """Rank agreement (Spearman) a rung needs before it may stop trials."""
-    min_pairs: int = 8
-    """Trials that must have reached both rungs before their agreement counts."""
-    noise_z: float = 1.0
+    trust: float = 0.5
+    """Rank correlation (Spearman) a rung needs with a later level before it may stop trials
+    (and its cut must have kept the trial that did best there)."""
+    min_pairs: int = 6
+    """Trials that must have reached both levels before their agreement counts."""
+    noise_z: float = 0.5
     """A trial within this many noise standard deviations of the cut goes on."""
+    window: int = 9
+    """The cut is among the last `window` trials that reached the rung (0: all of them): a
+    model-based searcher proposes better trials as it learns, and measured against the early
+    random ones nearly all of them would pass."""
+
+
+@dataclass(frozen=True)
+class Agreement:
+    rho: float
+    """Spearman rank correlation between the two levels' values."""
+    pairs: int
+    reference: float
+    """The higher level (epochs) compared with."""
+    winner_kept: bool
+    """Whether this rung's cut would have kept a trial as good as the best at the reference,
+    within twice the noise."""
 
 
 def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
@@ -94,6 +116,7 @@ class Stopping:
         self.repeat: dict[str, Hashable] = {}
         self.stopped: dict[str, float] = {}  # trial -> the rung it was stopped at
         self.spared: dict[str, int] = {}  # rung -> trials below the cut spared by the noise band
+        self.pending: dict[str, list[float]] = {}  # trial -> rungs it passed while untrusted
         self._memo: dict[Any, Any] = {}
 
     # --- what the sweep tells it -----------------------------------------------------------
@@ -116,22 +139,32 @@ class Stopping:
         if len(recent) >= 5:
             second = [recent[i] - 2 * recent[i + 1] + recent[i + 2] for i in range(len(recent) - 2)]
             self.jitter[trial_id] = statistics.pstdev(second) / math.sqrt(6)
-        decision = CONTINUE
+        # A rung the trial passed while it was not trusted judges it once it is.
+        pending = self.pending.get(trial_id, [])
+        for rung in list(pending):
+            if self.trusted(rung):
+                pending.remove(rung)
+                if self._stops(trial_id, rung, self.at[str(rung)][trial_id]):
+                    self.stopped[trial_id] = rung
+                    return STOP
         for level in self.levels:
             key = str(level)
             if epoch >= level and trial_id not in self.at[key]:
                 self.at[key][trial_id] = best
-                if level in self.rungs and self._stops(trial_id, level, best):
-                    decision = STOP
+                if level not in self.rungs:
+                    continue
+                if self._stops(trial_id, level, best):
                     self.stopped[trial_id] = level
-                    break
-        return decision
+                    return STOP
+                if not self.trusted(level):
+                    self.pending.setdefault(trial_id, []).append(level)
+        return CONTINUE
 
     # --- what it measures ------------------------------------------------------------------
 
-    def agreement(self, rung: float) -> tuple[float, int, float] | None:
-        """(Spearman correlation, trials, reference level) between this rung and the highest
-        level above it that `min_pairs` of its trials reached; None while none has."""
+    def agreement(self, rung: float) -> Agreement | None:
+        """How the ranking at this rung agrees with the ranking at the highest level above it
+        that `min_pairs` of its trials reached; None while none has."""
         sizes = tuple(len(v) for v in self.at.values())
         if self._memo.get("sizes") != sizes:  # it changes only when a trial reaches a level
             self._memo = {"sizes": sizes}
@@ -139,22 +172,33 @@ class Stopping:
             self._memo[rung] = self._agreement(rung)
         return self._memo[rung]
 
-    def _agreement(self, rung: float) -> tuple[float, int, float] | None:
+    def _agreement(self, rung: float) -> Agreement | None:
         here = self.at[str(rung)]
+        # Compared with a level at least two rungs on: the early rungs of slow starters agree
+        # with each other and with nothing later.
+        horizon = min(self.max_epochs, rung * self.options.reduction_factor**2)
         for level in reversed(self.levels):
-            if level <= rung:
+            if level < horizon - 1e-9:
                 break
             there = self.at[str(level)]
             both = [t for t in here if t in there]
-            if len(both) >= self.options.min_pairs:
-                sign = objective.sign(self.mode)
-                rho = spearman([sign * here[t] for t in both], [sign * there[t] for t in both])
-                return rho, len(both), level
+            if len(both) < self.options.min_pairs:
+                continue
+            sign = objective.sign(self.mode)
+            early = [sign * here[t] for t in both]  # lower is better from here on
+            late = [sign * there[t] for t in both]
+            # What would this rung's cut, among these trials, have cost at the higher level?
+            # The best trial it keeps against the best of all: within twice the noise is
+            # nothing lost (near the top, trials a hair apart are seed noise).
+            cut = sorted(early)[max(0, math.ceil(len(early) / self.options.reduction_factor) - 1)]
+            kept_best = min(b for a, b in zip(early, late, strict=True) if a <= cut)
+            kept = kept_best - min(late) <= 2 * self.noise()
+            return Agreement(spearman(early, late), len(both), level, kept)
         return None
 
     def trusted(self, rung: float) -> bool:
-        measured = self.agreement(rung)
-        return measured is not None and measured[0] >= self.options.trust
+        a = self.agreement(rung)
+        return a is not None and a.rho >= self.options.trust and a.winner_kept
 
     def noise(self) -> float:
         """The metric's noise standard deviation (0 until something measures it)."""
@@ -174,7 +218,10 @@ class Stopping:
         if len(recorded) < rf or not self.trusted(rung):
             return False
         sign = objective.sign(self.mode)
-        ordered = sorted(sign * v for v in recorded.values())  # best first
+        values = list(recorded.values())
+        if self.options.window:
+            values = values[-self.options.window :]
+        ordered = sorted(sign * v for v in values)  # best first
         cut = ordered[max(0, math.ceil(len(ordered) / rf) - 1)]
         if sign * value <= cut:
             return False
@@ -190,22 +237,26 @@ class Stopping:
         for rung in self.rungs:
             measured = self.agreement(rung)
             stopped = sum(1 for r in self.stopped.values() if r == rung)
+            rho = None if measured is None else measured.rho
             rows.append(
                 {
                     "rung": rung,
                     "reached": len(self.at[str(rung)]),
                     "stopped": stopped,
                     "spared_by_noise": self.spared.get(str(rung), 0),
-                    "agreement": None if measured is None else measured[0],
-                    "pairs": None if measured is None else measured[1],
-                    "reference": None if measured is None else measured[2],
+                    "agreement": rho,
+                    "pairs": None if measured is None else measured.pairs,
+                    "reference": None if measured is None else measured.reference,
+                    "winner_kept": None if measured is None else measured.winner_kept,
                     "trusted": self.trusted(rung),
                     "noise": self.noise(),
                     # Trusted when it stopped them, but the agreement has fallen since.
                     "warning": (
-                        f"{stopped} trials stopped at a rung whose agreement is now "
-                        f"{measured[0]:.2f} (< trust {self.options.trust:g})"
-                        if stopped and measured is not None and measured[0] < self.options.trust
+                        f"{stopped} trials stopped at a rung no longer trusted (agreement "
+                        f"{rho:.2f}, trust {self.options.trust:g}; best trial at epoch "
+                        f"{measured.reference:g} {'kept' if measured.winner_kept else 'cut'} "
+                        "by its cut)"
+                        if stopped and measured is not None and not self.trusted(rung)
                         else None
                     ),
                 }
@@ -215,7 +266,7 @@ class Stopping:
     # --- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("at", "best", "recent", "jitter", "repeat", "stopped", "spared")
+        keys = ("at", "best", "recent", "jitter", "repeat", "stopped", "spared", "pending")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -5,7 +5,15 @@ import pickle
 
 import pytest
 
-from caviar.stopping import CONTINUE, STOP, Stopping, StoppingOptions, rungs_of, spearman
+from caviar.stopping import (
+    CONTINUE,
+    STOP,
+    Agreement,
+    Stopping,
+    StoppingOptions,
+    rungs_of,
+    spearman,
+)
 
 
 def test_rungs_and_spearman():
@@ -37,7 +45,7 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
     rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
     first = {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}
     assert play(rule, first, 9) == {}  # the first 8 all train fully: nothing measured yet
-    assert rule.agreement(1) == (pytest.approx(1.0), 8, 9)
+    assert rule.agreement(1) == Agreement(pytest.approx(1.0), 8, 9, True)
     assert rule.trusted(1) and rule.trusted(3)
     later = {f"b{i}": agreeing(0.3 + i / 100) for i in range(4)}  # all worse than the first
     stopped = play(rule, later, 9)
@@ -50,6 +58,7 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
         "agreement": pytest.approx(1.0),
         "pairs": 8,
         "reference": 9,
+        "winner_kept": True,
         "trusted": True,
         "noise": None,
         "warning": None,
@@ -65,8 +74,9 @@ def test_no_stop_at_a_rung_whose_ranking_disagrees_with_the_final_one():
 
     first = {f"a{i}": slow_starter(0.5 + i / 20) for i in range(8)}
     play(rule, first, 9)
-    rho, pairs, reference = rule.agreement(1)
-    assert rho < 0 and pairs == 8 and not rule.trusted(1)
+    measured = rule.agreement(1)
+    assert measured.rho < 0 and measured.pairs == 8 and measured.reference == 9
+    assert not rule.trusted(1)
     later = {f"b{i}": slow_starter(0.3 + i / 50) for i in range(6)}
     assert 1 not in play(rule, later, 9).values()  # rung 1 never stops anyone
     assert rule.audit()[0]["stopped"] == 0 and rule.audit()[0]["trusted"] is False
@@ -124,5 +134,5 @@ def test_a_warning_when_a_rung_stopped_trials_and_its_agreement_fell_below_trust
     for i in range(8):
         rule.at["1"][f"b{i}"], rule.at["9"][f"b{i}"] = 0.5 + i / 100, 0.9 - i / 100
     row = rule.audit()[0]
-    assert not row["trusted"] and row["agreement"] < 0.8
-    assert row["warning"].startswith("1 trials stopped at a rung whose agreement is now")
+    assert not row["trusted"] and row["agreement"] < 0.5
+    assert row["warning"].startswith("1 trials stopped at a rung no longer trusted (agreement")

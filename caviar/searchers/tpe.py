@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from caviar.searchers.base import Outcome, Searcher
-from caviar.space import Choice, Fixed
+from caviar.space import Choice, Fixed, Space
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,14 @@ def _identity(config: dict) -> dict:
 
 class TPESearcher(Searcher):
     Options = TPEOptions
+
+    @classmethod
+    def summary(cls, space: Space, options: TPEOptions, num_samples: int) -> str:
+        random = min(options.n_startup, num_samples)
+        return (
+            f"random for the first {random} trials, then model-based (TPE) for the other "
+            f"{num_samples - random}"
+        )
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
