@@ -336,7 +336,13 @@ def _sweep(
                     reuse_actors=True,
                     trial_dirname_creator=lambda t: t.trial_id,
                     verbose=0,
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+                    checkpoint_config=tune.CheckpointConfig(
+                        # PBT's exploit step copies a checkpoint another trial may have
+                        # deleted by then if only the latest two are kept.
+                        num_to_keep=max(spec.checkpoint.keep, 4)
+                        if spec.scheduler.name == "pbt"
+                        else spec.checkpoint.keep
+                    ),
                     # A failed trial restarts from its latest checkpoint, up to max_failures.
                     max_failures=spec.max_failures,
                     callbacks=callbacks,

@@ -163,7 +163,24 @@ class RecordingMedian(RecordsStops, MedianStoppingRule):
 
 
 class Pbt(ControllerAware, PopulationBasedTraining):
-    """Ray's population based training."""
+    """Ray's population based training. Ray refuses any search algorithm beside it, for fear
+    that one learns from configurations PBT changed midway; caviar's spec pairs it with random
+    search only (its initial population), which learns nothing, so the check is skipped."""
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        super().on_trial_add(_WithoutSearchAlg(tune_controller), trial)
+
+
+class _WithoutSearchAlg:
+    """The Tune controller as PBT's check should see it: without a search algorithm."""
+
+    search_alg = None
+
+    def __init__(self, controller: Any) -> None:
+        self._controller = controller
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._controller, name)
 
 
 class CaviarScheduler(ControllerAware, FIFOScheduler):

@@ -194,8 +194,10 @@ def parse_spec(raw: Any) -> SweepSpec:
             except ValueError as e:
                 problems.append(f"space.{name}: {e}")
 
-    searcher = _parse_searcher(raw.pop("searcher", None) or {}, problems)
     scheduler = _parse_scheduler(raw.pop("scheduler", None) or {}, problems)
+    # PBT explores configurations itself: its initial population is drawn at random.
+    default = "random" if scheduler.name == "pbt" else SearcherSpec.name
+    searcher = _parse_searcher(raw.pop("searcher", None) or {"name": default}, problems)
 
     fields = {
         **raw,
@@ -291,9 +293,15 @@ def _parse_named(
         return None
     valid = [f.name for f in dataclasses.fields(cls)]
     for key in [k for k in options if k not in valid]:
+        # A scheduler's options are keys of its section, as the other sections' are.
+        what = (
+            ("key", "keys")
+            if section == "scheduler"
+            else (f"option for {section} '{name}'", "options")
+        )
         problems.append(
-            f"{section}.{key}: unknown option for {section} '{name}'{did_you_mean(key, valid)} "
-            f"(valid options: {', '.join(['name', *valid])})"
+            f"{section}.{key}: unknown {what[0]}{did_you_mean(key, valid)} "
+            f"(valid {what[1]}: {', '.join(['name', *valid])})"
         )
         options.pop(key)
     try:
@@ -359,6 +367,12 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
         cls = searcher_class(spec.searcher.name)
         problems.extend(
             cls.check(spec.trial_space(), spec.searcher.options, spec.budget.num_samples)
+        )
+    if spec.scheduler.name == "pbt" and spec.searcher.name != "random":
+        problems.append(
+            f"searcher.name: scheduler pbt explores configurations itself and takes its "
+            f"initial population at random; found searcher '{spec.searcher.name}'; use "
+            "searcher random, or leave the searcher out"
         )
     if spec.budget.num_samples > MAX_TRIALS:
         problems.append(

@@ -270,3 +270,33 @@ def test_a_trial_out_of_memory_fails_alone(write_spec, tmp_path, private_ray_tmp
     assert (trials.loc[hungry, "epochs"] == 1).all()
     assert (trials.loc[~hungry, "status"] == "completed").all()
     assert "(OutOfMemoryError)" in proc.output  # the progress line says why
+
+
+def test_caviars_scheduler_keeps_its_measurements_across_an_interrupt(
+    write_spec, tmp_path, private_ray_tmp
+):
+    n = 12
+    spec = slow_spec(
+        write_spec,
+        tmp_path,
+        scheduler={"name": "caviar", "min_pairs": 3},
+        searcher={"name": "random"},
+        budget={"num_samples": n, "max_concurrent": 2},
+        train={"function": "slow:train", "max_epochs": 9, "fixed": {"sleep": 0.2}},
+    )
+    run_dir = tmp_path / "runs" / "r"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    wait_for_reports(proc, run_dir, 40)
+    proc.popen.send_signal(signal.SIGINT)
+    assert proc.wait() == 130, proc.output
+    before = pd.read_parquet(run_dir / "audit.parquet")
+    proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    trials, _ = check_complete(run_dir, n, max_epochs=9)
+    after = pd.read_parquet(run_dir / "audit.parquet")
+    # The resumed rule went on from what it had measured: every trial reached rung 1 once.
+    assert after.loc[0, "reached"] == n and after.loc[0, "reached"] >= before.loc[0, "reached"]
+    assert (after["stopped"] >= before["stopped"]).all()
+    assert after["stopped"].sum() == (trials["status"] == "early_stopped").sum()

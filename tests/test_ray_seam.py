@@ -268,3 +268,56 @@ def test_recorder_reads_an_ended_trial_once_its_files_are_settled(tmp_path, monk
     trials = pd.read_parquet(tmp_path / results.TRIALS_FILE)
     assert list(trials.trial_id) == ["a", "b", "c"]
     assert list(trials.status) == ["unfinished", "completed", "error"]
+
+
+def test_caviar_scheduler_stops_at_trusted_rungs_and_round_trips_its_state(tmp_path):
+    scheduler = seam.make_scheduler(spec(scheduler={"name": "caviar", "min_pairs": 4}))
+    assert isinstance(scheduler, seam.CaviarScheduler)
+    controller = object()
+    decisions = {}
+    for i in range(8):  # the first four train fully (nothing measured yet), then a cut
+        trial = FakeTrial(f"t{i}", config={"x": i})
+        scheduler.on_trial_add(controller, trial)
+        quality = 0.9 - i / 10
+        for epoch in range(1, 10):
+            value = quality * (1 - 0.5**epoch)
+            decision = scheduler.on_trial_result(controller, trial, {"epoch": epoch, "acc": value})
+            if decision == "STOP":
+                decisions[trial.trial_id] = epoch
+                break
+    assert set(decisions) >= {"t6", "t7"} and not {"t0", "t1", "t2", "t3"} & set(decisions)
+    assert scheduler.stopped == set(decisions)
+    assert scheduler.audit()[0]["trusted"] is True
+    scheduler.save(str(tmp_path / "s.pkl"))
+    fresh = seam.make_scheduler(spec(scheduler={"name": "caviar", "min_pairs": 4}))
+    fresh.restore(str(tmp_path / "s.pkl"))
+    assert fresh.audit() == scheduler.audit() and fresh.stopped == scheduler.stopped
+
+
+@pytest.mark.parametrize("name", ["asha", "hyperband", "median", "pbt", "fifo", "caviar"])
+def test_every_named_scheduler_is_built_with_its_options(name):
+    scheduler = seam.make_scheduler(spec(scheduler={"name": name}))
+    expected = {
+        "asha": seam.RecordingASHA,
+        "hyperband": seam.RecordingHyperBand,
+        "median": seam.RecordingMedian,
+        "pbt": seam.Pbt,
+        "fifo": seam.Fifo,
+        "caviar": seam.CaviarScheduler,
+    }[name]
+    assert type(scheduler) is expected
+
+
+def test_pbt_explores_only_what_keeps_the_models_shape():
+    raw = {
+        "name": "p",
+        "metric": "val_acc",
+        "mode": "max",
+        "train": {"task": "digits", "max_epochs": 4},
+        "space": {"lr": {"loguniform": [1e-3, 1e-1]}, "hidden": {"randint": [8, 32]}},
+        "scheduler": {"name": "pbt"},
+    }
+    mutations = seam.pbt_mutations(parse_spec(raw))
+    assert set(mutations) == {"lr"} and 1e-3 <= mutations["lr"]() <= 1e-1
+    with pytest.raises(seam.CaviarError, match="pbt needs a searched hyperparameter"):
+        seam.pbt_mutations(parse_spec({**raw, "space": {"hidden": {"randint": [8, 32]}}}))

@@ -332,3 +332,18 @@ def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
     assert "no report for" in by_x.loc[0.9, "error"] and by_x.loc[0.9, "epochs"] == 2
     assert list(by_x.loc[[0.1, 0.2], "status"]) == ["completed", "completed"]
     assert len(history) == 3 + 3 + 2
+
+
+@pytest.mark.parametrize("scheduler", ["caviar", "asha", "hyperband", "median", "pbt", "fifo"])
+def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, private_ray_tmp, scheduler):
+    spec = write_spec({"scheduler": {"name": scheduler}, "budget": {"num_samples": 6}})
+    run_dir, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    assert len(trials) == 6 and set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (
+        len(history) == trials["epochs"].sum()
+        and not history.duplicated(["trial_id", "epoch"]).any()
+    )
+    if scheduler == "fifo":
+        assert (trials["status"] == "completed").all()
+    assert (trials["stopped_by_scheduler"] <= (trials["status"] == "early_stopped")).all()
+    assert (run_dir / "audit.parquet").exists() == (scheduler == "caviar")
