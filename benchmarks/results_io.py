@@ -370,9 +370,10 @@ def measure_rewrite(args: argparse.Namespace) -> int:
         )
         ended_before = args.trials - args.running - args.batch
 
-        def statuses(ended: int) -> list[tuple[str, dict, str]]:
+        def statuses(ended: int) -> list[tuple[str, dict, str, int]]:
             return [
-                (t, {"x": 0.5}, "TERMINATED" if i < ended else "RUNNING") for i, t in enumerate(ids)
+                (t, {"x": 0.5}, "TERMINATED" if i < ended else "RUNNING", args.epochs)
+                for i, t in enumerate(ids)
             ]
 
         loc = Location.of(root)
