@@ -34,6 +34,10 @@ class Rung:
     epoch: float
     trials: float
     """Trials expected to reach this epoch."""
+    low: float
+    high: float
+    """The 10th and 90th percentiles of `trials` over the simulations: early in a sweep the
+    order trials happen to arrive in moves ASHA's cuts a lot."""
     epochs: float
     """Epochs expected to be trained from the previous rung up to this one, over all trials."""
 
@@ -73,9 +77,12 @@ class Plan:
         lines = [
             f"{self.trials} trials x {self.max_epochs} epochs = {full:,} epochs without early "
             f"stopping; scheduler {self.scheduler}:",
-            f"  {'epoch':>7s} {'trials':>8s} {'epochs':>9s}",
+            f"  {'epoch':>7s} {'trials':>8s} {'(10%-90%)':>11s} {'epochs':>9s}",
         ]
-        lines += [f"  {r.epoch:7g} {r.trials:8.1f} {r.epochs:9.0f}" for r in self.rungs]
+        lines += [
+            f"  {r.epoch:7g} {r.trials:8.1f} {f'({r.low:g}-{r.high:g})':>11s} {r.epochs:9.0f}"
+            for r in self.rungs
+        ]
         lines.append(f"  expected total: {self.epochs:,.0f} epochs ({self.epochs / full:.0%})")
         if self.epochs_if_all_trusted is not None:
             lines.append(
@@ -122,8 +129,9 @@ def _asha_reached(curves: np.ndarray, grace: float, rf: float, max_epochs: int) 
         for r in rungs:
             value = curve[math.ceil(r) - 1]
             before = recorded[r]
-            recorded[r].append(value)
-            if before and value < np.percentile(before, (1 - 1 / rf) * 100):
+            cut = np.percentile(before, (1 - 1 / rf) * 100) if before else None
+            before.append(value)
+            if cut is not None and value < cut:
                 stop = math.ceil(r)
                 break
         reached.append(stop)
@@ -149,7 +157,7 @@ def expected_rungs(spec: SweepSpec, simulations: int = SIMULATIONS, seed: int = 
     marks = [r for r in schedulers.rungs(name, options, max_epochs) or [] if r < max_epochs]
     marks.append(max_epochs)
     rng = np.random.default_rng(seed)
-    reach = np.zeros(len(marks))
+    reach: list[list[float]] = [[] for _ in marks]
     trained = np.zeros(len(marks))
     for _ in range(simulations if name in ("asha", "caviar") else 1):
         curves = _curves(rng, n, max_epochs)
@@ -164,11 +172,14 @@ def expected_rungs(spec: SweepSpec, simulations: int = SIMULATIONS, seed: int = 
         stops = np.asarray(stops, dtype=float)
         previous = 0.0
         for k, mark in enumerate(marks):
-            reach[k] += (stops >= mark).sum()
+            reach[k].append(float((stops >= mark).sum()))
             trained[k] += np.clip(np.minimum(stops, mark) - previous, 0, None).sum()
             previous = mark
     runs = simulations if name in ("asha", "caviar") else 1
-    return [Rung(m, r / runs, e / runs) for m, r, e in zip(marks, reach, trained, strict=True)]
+    return [
+        Rung(m, float(np.mean(r)), *np.percentile(r, [10, 90]).tolist(), e / runs)
+        for m, r, e in zip(marks, reach, trained, strict=True)
+    ]
 
 
 def probe(spec: SweepSpec, epochs: int = 2) -> float:

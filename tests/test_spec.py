@@ -280,7 +280,10 @@ def test_problems_of_every_stage_are_listed_in_one_pass():
 def test_a_field_that_fails_is_not_judged_again_by_its_default():
     # train.max_epochs fails; its default (20) must not make grace_period 10 look fine or
     # 30 look wrong, and a missing metric must not be reported as an unknown one.
-    found = problems(train={"task": "digits", "max_epochs": "many"}, scheduler={"name": "asha", "grace_period": 30})
+    found = problems(
+        train={"task": "digits", "max_epochs": "many"},
+        scheduler={"name": "asha", "grace_period": 30},
+    )
     assert [p.split(":")[0] for p in found] == ["train.max_epochs"], found
     found = problems(raw={k: v for k, v in QUICK_SPEC.items() if k != "metric"})
     assert found == ["metric: missing; this key is required"]

@@ -1,0 +1,69 @@
+"""caviar.plan: rung counts simulated before a launch, and `caviar plan`."""
+
+import numpy as np
+import pytest
+
+from caviar import plan
+from caviar.spec import parse_spec
+from tests.conftest import QUICK_SPEC, caviar_cli
+
+
+def spec(**overrides):
+    return parse_spec({**QUICK_SPEC, "budget": {"num_samples": 60}, **overrides})
+
+
+def test_fifo_trains_everything_and_asha_roughly_a_third_per_rung():
+    fifo = plan.expected_rungs(spec(scheduler={"name": "fifo"}))
+    assert [(r.epoch, r.trials, r.epochs) for r in fifo] == [(4, 60, 240)]
+    asha = plan.expected_rungs(
+        spec(
+            scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 2},
+            train={"task": "digits", "max_epochs": 8},
+        )
+    )
+    assert [r.epoch for r in asha] == [1, 2, 4, 8]
+    assert asha[0].trials == 60
+    # Asynchronous halving is lenient early in a sweep: more than 60 / 2**k reach rung k.
+    for k, r in enumerate(asha[1:], start=1):
+        assert 60 / 2**k < r.trials < 60 and r.low <= r.trials <= r.high
+    assert sum(r.epochs for r in asha) < 60 * 8
+
+
+def test_caviars_plan_also_states_the_cost_when_no_rung_is_trusted():
+    p = plan.make_plan(spec(scheduler={"name": "caviar"}), concurrency=2, epoch_seconds=0.5)
+    assert p.scheduler == "caviar" and p.epochs_if_all_trusted == 60 * 4
+    assert p.wall_seconds == pytest.approx(p.epochs * 0.5 / 2)
+    text = p.text()
+    assert "60 trials x 4 epochs = 240 epochs without early stopping; scheduler caviar" in text
+    assert "where none does, it stops nothing: 240 epochs" in text
+
+
+@pytest.mark.integration  # imports Ray
+def test_the_asha_simulation_makes_rays_own_decisions():
+    from ray.tune.schedulers import ASHAScheduler
+
+    class Trial:
+        def __init__(self, i):
+            self.trial_id = str(i)
+
+    curves = plan._curves(np.random.default_rng(3), 40, 9)
+    ray_asha = ASHAScheduler(
+        time_attr="epoch", metric="acc", mode="max", max_t=9, grace_period=1, reduction_factor=3
+    )
+    stops = []
+    for i, curve in enumerate(curves):
+        trial = Trial(i)
+        ray_asha.on_trial_add(None, trial)
+        stop = 9
+        for epoch, value in enumerate(curve, start=1):
+            if ray_asha.on_trial_result(None, trial, {"epoch": epoch, "acc": value}) == "STOP":
+                stop = epoch
+                break
+        stops.append(min(stop, 9))
+    assert plan._asha_reached(curves, 1, 3, 9) == stops
+
+
+def test_cli_plan_without_probe():
+    out = caviar_cli("plan", "--no-probe", "examples/quickstart.yaml", without_ray=True)
+    assert out.returncode == 0, out.stderr
+    assert "scheduler asha" in out.stdout and "expected total:" in out.stdout
