@@ -57,6 +57,7 @@ def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, met
 
 
 def _user_trainable(config: dict, *, target: str, search_path: str, metric: str) -> None:
+    session.use_ray_tune_functions()  # before the user's module binds ray.tune.report
     session.run(load_function(target, search_path), config, session.RaySession(metric))
 
 
@@ -233,8 +234,10 @@ def resume(run_dir: str, *, address: str | None = None) -> str:
 
 
 class _MisleadingRayLog(logging.Filter):
-    """Drops two of Ray Tune's log records that mislead a caviar user:
+    """Drops Ray Tune's log records that mislead a caviar user:
 
+    - the traceback of a trial that misused `caviar.report` (or `ray.tune.report`): caviar
+      says what was wrong in one line and stops the sweep;
     - after an interrupt, Tune's advice to resume with `tune.run(..., resume=True)`: caviar
       prints its own line, with `caviar resume RUN_DIR`;
     - after a resume, the traceback Tune's checkpoint retention (checkpoint.keep) logs for each
@@ -247,7 +250,8 @@ class _MisleadingRayLog(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         message = str(record.msg)
         return not (
-            "Resume experiment with: tune.run" in message
+            isinstance(getattr(error, "cause", error), session.ReportError)
+            or "Resume experiment with: tune.run" in message
             or (isinstance(error, FileNotFoundError) and "Error handling checkpoint" in message)
         )
 

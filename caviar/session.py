@@ -5,6 +5,7 @@ notebooks, `caviar lr-find`), where results are kept in memory."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import pickle
@@ -53,6 +54,9 @@ class Session:
         self.metric = metric
         self.results: list[dict[str, Any]] = []
         self.checkpoint = checkpoint
+        self.reported = 0
+        self.last_epoch = 0
+        """The epoch of the latest report, or of the checkpoint the trial resumed from."""
 
     def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
         self.results.append(metrics)
@@ -77,28 +81,94 @@ class RaySession(Session):
 
             self.where["gpu_model"] = torch.cuda.get_device_name(0)
 
-    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint: Any) -> None:
         from ray import tune
 
         metrics = {**metrics, **self.where}
         if checkpoint is None:
-            tune.report(metrics)
+            _RAY["tune.report"](metrics)
+            return
+        if isinstance(checkpoint, tune.Checkpoint):  # a Ray Tune function's own directory
+            # Its epoch goes with it: a trial restored from it goes on counting from there.
+            with open(os.path.join(checkpoint.path, EPOCH_FILE), "w") as f:
+                f.write(str(metrics["epoch"]))
+            _RAY["tune.report"](metrics, checkpoint=checkpoint)
             return
         # Ray copies the directory to the run's storage inside report(), so a temporary
         # directory is enough.
         with tempfile.TemporaryDirectory(prefix="caviar-ckpt-") as d:
             with open(os.path.join(d, CHECKPOINT_FILE), "wb") as f:
                 pickle.dump(checkpoint, f, protocol=5)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            _RAY["tune.report"](metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     def get_checkpoint(self) -> dict | None:
-        from ray import tune
-
-        ckpt = tune.get_checkpoint()
+        ckpt = _RAY["tune.get_checkpoint"]()
         if ckpt is None:
             return None
         with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
-            return pickle.load(f)
+            state = pickle.load(f)
+        if isinstance(state, dict) and isinstance(state.get("epoch"), int):
+            self.last_epoch = state["epoch"]
+        return state
+
+    def ray_checkpoint(self) -> Any:
+        """The trial's checkpoint as Ray Tune gives it (for a Ray Tune train function)."""
+        ckpt = _RAY["tune.get_checkpoint"]()
+        if ckpt is not None:
+            with ckpt.as_directory() as d:
+                path = os.path.join(d, EPOCH_FILE)
+                if os.path.exists(path):
+                    with open(path) as f:
+                        self.last_epoch = int(f.read())
+        return ckpt
+
+
+# --- Ray Tune train functions, unchanged ------------------------------------------------------
+
+EPOCH_FILE = ".caviar_epoch"
+_RAY: dict[str, Callable[..., Any]] = {}
+"""Ray Tune's own report and get_checkpoint, before `use_ray_tune_functions` routes them."""
+
+
+def use_ray_tune_functions() -> None:
+    """Route `ray.tune.report` / `ray.train.report` and `ray.tune.get_checkpoint` /
+    `ray.train.get_checkpoint` through caviar while a caviar trial runs in this process, so a
+    function written for Ray Tune runs unchanged: its reports are checked and recorded like
+    `caviar.report`'s (their epoch counted as Ray counts ``training_iteration`` when they
+    carry none), its checkpoint directories pass through, and a restored trial goes on
+    counting from its checkpoint's epoch. Outside a caviar trial Ray's own functions run.
+    Call it before the user's module is imported (``from ray.tune import report`` binds at
+    import)."""
+    import ray.train
+    import ray.tune
+
+    if _RAY:
+        return
+    for module, name in ((ray.tune, "tune"), (ray.train, "train")):
+        _RAY[f"{name}.report"] = module.report
+        _RAY[f"{name}.get_checkpoint"] = module.get_checkpoint
+        module.report = functools.partial(_ray_report, name)
+        module.get_checkpoint = functools.partial(_ray_get_checkpoint, name)
+
+
+def _ray_report(which: str, metrics: Mapping[str, Any], *, checkpoint: Any = None) -> None:
+    s = _current
+    if not isinstance(s, RaySession):
+        return _RAY[f"{which}.report"](metrics, checkpoint=checkpoint)
+    if not isinstance(metrics, Mapping):
+        raise ReportError(
+            f"ray.{which}.report: expected a dict of metrics, found {type(metrics).__name__}"
+        )
+    metrics = dict(metrics)
+    metrics.setdefault("epoch", s.last_epoch + 1)  # Ray's training_iteration
+    report(metrics, checkpoint)
+
+
+def _ray_get_checkpoint(which: str) -> Any:
+    s = _current
+    if not isinstance(s, RaySession):
+        return _RAY[f"{which}.get_checkpoint"]()
+    return s.ray_checkpoint()
 
 
 _current: Session | None = None
@@ -144,12 +214,19 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
             f"keys {sorted(metrics)}; report it, or set `metric` in the spec to one of them"
         )
     value = metrics.get(s.metric) if s.metric is not None else None
+    if s.metric is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise ReportError(
+            f"caviar.report: the sweep's metric '{s.metric}' must be a number, found "
+            f"{value!r} ({type(value).__name__}) at epoch {epoch}; report it as a float"
+        )
     diverged = bool(metrics.get("diverged")) or (
         isinstance(value, (int, float)) and not math.isfinite(value)
     )
     if diverged:
         metrics["diverged"] = True
     s.report(metrics, checkpoint)
+    s.reported += 1
+    s.last_epoch = epoch
     if diverged:
         raise Diverged(f"{s.metric}={value!r} at epoch {epoch}")
 
@@ -184,7 +261,13 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
         if isinstance(out, Mapping):
             # The trial's last result: a scheduler's stop at this point stops nothing.
             out = {**out, FINAL: True}
-            out.setdefault("epoch", (session.results[-1]["epoch"] + 1) if session.results else 1)
+            out.setdefault("epoch", session.last_epoch + 1)
             with contextlib.suppress(Diverged):
                 report(out)
+        elif not session.reported and not session.last_epoch:
+            raise ReportError(
+                f"caviar.report: the train function returned {out!r} without reporting "
+                "anything; call caviar.report (or ray.tune.report) once per epoch, or return "
+                "the final metrics as a dict"
+            )
     return session
