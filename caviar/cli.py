@@ -16,6 +16,12 @@ def _validate(args: argparse.Namespace) -> None:
     from caviar.spec import load_spec
 
     spec = load_spec(args.spec)
+    if spec.train.function:
+        import os
+
+        from caviar.loader import load_function
+
+        load_function(spec.train.function, os.getcwd())
     searched = ", ".join(spec.space.searched) or "nothing"
     print(
         f"{args.spec}: ok: sweep '{spec.name}', {spec.budget.num_samples} trials of "
@@ -29,11 +35,28 @@ def _validate(args: argparse.Namespace) -> None:
     )
     if summary:
         print(f"{args.spec}: {spec.searcher.name}: {summary}")
+    for warning in mode_warnings(spec.metric, spec.mode):
+        print(f"{args.spec}: warning: {warning}")
     full = spec.budget.num_samples * spec.train.max_epochs
     print(
         f"{args.spec}: epoch budget: at most {full:,} epochs ({spec.budget.num_samples} trials x "
         f"{spec.train.max_epochs}); `caviar plan {args.spec}` estimates what early stopping saves"
     )
+
+
+_HIGHER_IS_BETTER = ("acc", "auc", "f1", "precision", "recall", "iou", "map", "r2", "bleu")
+_LOWER_IS_BETTER = ("loss", "err", "mse", "mae", "rmse", "perplexity", "wer", "cer", "nll")
+
+
+def mode_warnings(metric: str, mode: str) -> list[str]:
+    """A warning when the mode contradicts the metric's name (an accuracy minimized, a loss
+    maximized): a common slip that makes the sweep look for the worst trials."""
+    words = metric.lower().replace("-", "_").split("_")
+    if mode == "min" and any(w.startswith(h) for w in words for h in _HIGHER_IS_BETTER):
+        return [f"mode: min, but '{metric}' looks like a score where higher is better; mode: max?"]
+    if mode == "max" and any(w.startswith(h) for w in words for h in _LOWER_IS_BETTER):
+        return [f"mode: max, but '{metric}' looks like a loss where lower is better; mode: min?"]
+    return []
 
 
 def _plan(args: argparse.Namespace) -> None:

@@ -14,13 +14,13 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from caviar import catalog, results, rundir, session
 from caviar.errors import CaviarError, Interrupted, RunDirError
-from caviar.loader import load_object
+from caviar.loader import load_function
 from caviar.searchers import searcher_class
 from caviar.spec import SweepSpec, dump_yaml, parse_spec, parse_yaml, spec_to_dict
 from caviar.storage import Location
@@ -32,21 +32,6 @@ os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # caviar handles SIGINT and SIGTERM itself (`_graceful_stop`), through Tune's SIGUSR1.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
-
-
-def load_function(target: str, search_path: str | None = None) -> Callable[[dict], Any]:
-    """The user's train function "module:function", from `search_path` (the user's working
-    directory) or an installed module."""
-    try:
-        fn = load_object(target, search_path)
-    except (ImportError, AttributeError) as e:
-        raise CaviarError(
-            f"train.function: cannot import {target!r} ({type(e).__name__}: {e}); the module "
-            "must be importable from the working directory or installed"
-        ) from None
-    if not callable(fn):
-        raise CaviarError(f"train.function: {target!r} is not callable")
-    return fn
 
 
 def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, metric: str) -> None:

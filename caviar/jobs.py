@@ -64,7 +64,7 @@ def _working_dir(spec: SweepSpec) -> Iterator[Path]:
         wd = Path(d)
         raw = spec_to_dict(spec)
         if spec.train.function:
-            from caviar.driver import load_function
+            from caviar.loader import load_function
 
             # Imported as `caviar run` would, so a missing module fails here, before submitting.
             load_function(spec.train.function, os.getcwd())

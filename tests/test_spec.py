@@ -412,3 +412,27 @@ def test_a_file_that_is_not_an_npz_gets_one_line(tmp_path):
     assert found == [
         f"train.data: {path} is not a readable .npz file (File is not a zip file); write it with numpy.savez"
     ]
+
+
+def test_validate_imports_the_train_function_and_warns_of_a_mode_against_the_metric(
+    write_spec, tmp_path
+):
+    (tmp_path / "mine.py").write_text("def train(config):\n    return {'val_loss': 1.0}\n")
+    spec = write_spec({"metric": "val_loss", "mode": "max", "train": {"function": "mine:train"}})
+    out = caviar_cli("validate", str(spec), cwd=tmp_path, without_ray=True)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "warning: mode: max, but 'val_loss' looks like a loss where lower is better" in out.stdout
+    )
+    (tmp_path / "mine.py").write_text("train = 3\n")
+    out = caviar_cli("validate", str(spec), cwd=tmp_path, without_ray=True)
+    assert out.returncode == 2 and "train.function: 'mine:train' is not callable" in out.stderr
+
+
+def test_mode_warnings():
+    from caviar.cli import mode_warnings
+
+    assert mode_warnings("val_acc", "min") and mode_warnings("top1_accuracy", "min")
+    assert mode_warnings("train_loss", "max") and mode_warnings("val_error", "max")
+    assert not mode_warnings("val_acc", "max") and not mode_warnings("val_loss", "min")
+    assert not mode_warnings("score", "min")
