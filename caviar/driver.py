@@ -268,6 +268,18 @@ def _sweep(
                 spec.seed,
                 spec.searcher.options,
             )
+            if spec.searcher.warm_start and not resume:
+                earlier, skipped = results.earlier_trials(
+                    spec.searcher.warm_start, spec.trial_space(), spec.metric
+                )
+                for config, outcome in earlier:
+                    searcher.observe(config, outcome)
+                print(
+                    f"caviar: warm start: {len(earlier)} trials from "
+                    f"{len(spec.searcher.warm_start)} earlier sweep(s); {skipped} outside this "
+                    "space or unfinished, skipped",
+                    flush=True,
+                )
             scheduler = seam.make_scheduler(spec)
             abort = seam.Abort()
             recorder = seam.Recorder(

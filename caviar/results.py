@@ -449,6 +449,43 @@ def check_schema(path: Location) -> None:
         )
 
 
+def earlier_trials(
+    run_dirs: Sequence[str], space: Any, metric: str
+) -> tuple[list[tuple[dict[str, Any], Any]], int]:
+    """The finished trials of earlier sweeps as (config, `Outcome`) pairs for a searcher's
+    warm start, and how many were skipped: those outside `space` (a value no domain of it
+    gives, a fixed value that differs, a parameter missing) or not finished."""
+    from caviar.searchers.base import Outcome
+
+    found, skipped = [], 0
+    for run_dir in run_dirs:
+        for row in load_trials(run_dir).to_dict("records"):
+            config = {name: row.get(f"param_{name}") for name, _ in space}
+            inside = all(
+                _is_value(config[name]) and domain.contains(config[name]) for name, domain in space
+            )
+            if not inside or row["status"] not in objective.STATUSES[:4]:
+                skipped += 1
+                continue
+            value, best = row.get(metric), row.get(f"best_{metric}")
+            found.append(
+                (
+                    config,
+                    Outcome(
+                        row["status"],
+                        None if not _is_value(value) else float(value),
+                        None if not _is_value(best) else float(best),
+                        int(row["epochs"]),
+                    ),
+                )
+            )
+    return found, skipped
+
+
+def _is_value(x: Any) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x)) and x is not pd.NA
+
+
 def leaderboard(
     trials: pd.DataFrame, metric: str, mode: Mode, top: int | None = None
 ) -> pd.DataFrame:

@@ -53,6 +53,10 @@ class Domain(ABC):
         return self.from_unit(float(rng.random()))
 
     @abstractmethod
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one this domain can give."""
+
+    @abstractmethod
     def to_raw(self) -> Any:
         """The domain as it is written in a spec; `parse_domain(d.to_raw()) == d`."""
 
@@ -83,6 +87,9 @@ class Numeric(Domain):
     def to_unit(self, value: Any) -> float:
         a, b = self._bounds()
         return (_FORWARD[self.scale](float(value)) - a) / (b - a)
+
+    def contains(self, value: Any) -> bool:
+        return _is_number(value) and self.low <= value <= self.high
 
     def _narrowed_bounds(self, lo: float, hi: float) -> tuple[float, float]:
         """The values at unit coordinates lo < hi, kept within the domain's bounds unless lo < 0
@@ -149,6 +156,9 @@ class Choice(Domain):
     def to_unit(self, value: Any) -> float:
         return (self.values.index(value) + 0.5) / len(self.values)
 
+    def contains(self, value: Any) -> bool:
+        return value in self.values
+
     def to_raw(self) -> Any:
         return {"choice": list(self.values)}
 
@@ -162,6 +172,9 @@ class Fixed(Domain):
 
     def to_unit(self, value: Any) -> float:
         return 0.5
+
+    def contains(self, value: Any) -> bool:
+        return value == self.value
 
     def to_raw(self) -> Any:
         return {"value": self.value}

@@ -93,6 +93,8 @@ class SearcherSpec:
     """Random for TPE's first n_startup trials, then model-based."""
     options: Any = None
     """The searcher's own options dataclass, validated against its `Options`."""
+    warm_start: tuple[str, ...] = ()
+    """Run directories of earlier sweeps whose trials the searcher learns from first."""
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -250,8 +252,27 @@ def _validate(fields: dict[str, Any], problems: list[str]) -> tuple[SweepSpec | 
 
 
 def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
+    warm: tuple[str, ...] = ()
+    if isinstance(raw, Mapping) and "warm_start" in raw:
+        raw = dict(raw)
+        given = raw.pop("warm_start")
+        given = [given] if isinstance(given, str) else given
+        if not isinstance(given, list) or not all(isinstance(d, str) for d in given):
+            problems.append(
+                f"searcher.warm_start: expected a list of run directories, found {given!r}"
+            )
+        else:
+            from caviar.storage import Location
+
+            warm = tuple(given)
+            for d in warm:
+                if not (Location.of(d) / "trials.parquet").is_file():
+                    problems.append(
+                        f"searcher.warm_start: no trials.parquet in {d!r}; give the run "
+                        "directories `caviar run` printed"
+                    )
     parsed = _parse_named("searcher", raw, SEARCHERS, options_class, problems, plugins=True)
-    return SearcherSpec(*parsed) if parsed else SearcherSpec()
+    return SearcherSpec(*parsed, warm) if parsed else SearcherSpec(warm_start=warm)
 
 
 def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
@@ -500,4 +521,6 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         part = getattr(spec, section)
         opts = dataclasses.asdict(part.options) if part.options else {}
         out[section] = {"name": part.name, **opts}
+    if spec.searcher.warm_start:
+        out["searcher"]["warm_start"] = list(spec.searcher.warm_start)
     return out

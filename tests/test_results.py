@@ -270,3 +270,23 @@ def test_a_writer_killed_mid_write_leaves_the_previous_file_whole(tmp_path):
     assert leftovers and all(p.name.startswith(".trials.parquet.") for p in leftovers)
     assert any(p.stat().st_size > 0 for p in leftovers)  # half a file was written
     assert len(pd.read_parquet(tmp_path)) == len(load_trials(tmp_path))  # readers skip them
+
+
+def test_earlier_trials_for_a_warm_start_skip_what_lies_outside_the_space(tmp_path):
+    from caviar.results import earlier_trials, write_results
+    from caviar.space import Choice, Fixed, Float, Space
+
+    trials, history = build_tables(RECORDS, "acc", "max", 3)
+    write_results(Location.of(tmp_path), trials, history, "name: x\n")
+    space = Space(
+        (("lr", Float(0.005, 0.5, "log")), ("opt", Choice(("sgd", "adamw"))), ("k", Fixed(1)))
+    )
+    found, skipped = earlier_trials([str(tmp_path)], space, "acc")
+    assert found == [] and skipped == 4  # no trial had k = 1
+    space = Space((("lr", Float(0.005, 0.5, "log")), ("opt", Choice(("sgd", "adamw")))))
+    found, skipped = earlier_trials([str(tmp_path)], space, "acc")
+    # a (lr 0.1), b (0.01), c (diverged, lr 1.0: outside), d (error, lr 0.2)
+    assert [c["lr"] for c, _ in found] == [0.1, 0.01, 0.2] and skipped == 1
+    statuses = [o.status for _, o in found]
+    assert statuses == ["completed", "early_stopped", "error"]
+    assert found[0][1].best == 0.7 and found[0][1].value == 0.6 and found[0][1].epoch == 3

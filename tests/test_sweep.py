@@ -347,3 +347,20 @@ def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, private_ra
         assert (trials["status"] == "completed").all()
     assert (trials["stopped_by_scheduler"] <= (trials["status"] == "early_stopped")).all()
     assert (run_dir / "audit.parquet").exists() == (scheduler == "caviar")
+
+
+def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, private_ray_tmp):
+    first = write_spec({"budget": {"num_samples": 4}}, name="first.yaml")
+    first_dir, _, _ = run_sweep(first, tmp_path, private_ray_tmp)
+    second = write_spec(
+        {
+            "budget": {"num_samples": 3},
+            "searcher": {"name": "tpe", "n_startup": 2, "warm_start": [str(first_dir)]},
+        },
+        name="second.yaml",
+    )
+    out = caviar(
+        "run", str(second), "--storage", str(tmp_path / "runs"), "--name", "r2", cwd=tmp_path
+    )
+    assert "caviar: warm start: 4 trials from 1 earlier sweep(s); 0 outside this space" in out
+    assert len(pd.read_parquet(tmp_path / "runs" / "r2" / "trials.parquet")) == 3
