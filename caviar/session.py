@@ -86,23 +86,23 @@ class RaySession(Session):
 
         metrics = {**metrics, **self.where}
         if checkpoint is None:
-            _RAY["tune.report"](metrics)
+            _ray("tune.report")(metrics)
             return
         if isinstance(checkpoint, tune.Checkpoint):  # a Ray Tune function's own directory
             # Its epoch goes with it: a trial restored from it goes on counting from there.
             with open(os.path.join(checkpoint.path, EPOCH_FILE), "w") as f:
                 f.write(str(metrics["epoch"]))
-            _RAY["tune.report"](metrics, checkpoint=checkpoint)
+            _ray("tune.report")(metrics, checkpoint=checkpoint)
             return
         # Ray copies the directory to the run's storage inside report(), so a temporary
         # directory is enough.
         with tempfile.TemporaryDirectory(prefix="caviar-ckpt-") as d:
             with open(os.path.join(d, CHECKPOINT_FILE), "wb") as f:
                 pickle.dump(checkpoint, f, protocol=5)
-            _RAY["tune.report"](metrics, checkpoint=tune.Checkpoint.from_directory(d))
+            _ray("tune.report")(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     def get_checkpoint(self) -> dict | None:
-        ckpt = _RAY["tune.get_checkpoint"]()
+        ckpt = _ray("tune.get_checkpoint")()
         if ckpt is None:
             return None
         with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
@@ -113,7 +113,7 @@ class RaySession(Session):
 
     def ray_checkpoint(self) -> Any:
         """The trial's checkpoint as Ray Tune gives it (for a Ray Tune train function)."""
-        ckpt = _RAY["tune.get_checkpoint"]()
+        ckpt = _ray("tune.get_checkpoint")()
         if ckpt is not None:
             with ckpt.as_directory() as d:
                 path = os.path.join(d, EPOCH_FILE)
@@ -128,6 +128,17 @@ class RaySession(Session):
 EPOCH_FILE = ".caviar_epoch"
 _RAY: dict[str, Callable[..., Any]] = {}
 """Ray Tune's own report and get_checkpoint, before `use_ray_tune_functions` routes them."""
+
+
+def _ray(key: str) -> Callable[..., Any]:
+    """Ray's own function `key` ("tune.report", ...), whether or not caviar routes it."""
+    if key in _RAY:
+        return _RAY[key]
+    import ray.train
+    import ray.tune
+
+    module, name = key.split(".")
+    return getattr(getattr(ray, module), name)
 
 
 def use_ray_tune_functions() -> None:
@@ -154,7 +165,7 @@ def use_ray_tune_functions() -> None:
 def _ray_report(which: str, metrics: Mapping[str, Any], *, checkpoint: Any = None) -> None:
     s = _current
     if not isinstance(s, RaySession):
-        return _RAY[f"{which}.report"](metrics, checkpoint=checkpoint)
+        return _ray(f"{which}.report")(metrics, checkpoint=checkpoint)
     if not isinstance(metrics, Mapping):
         raise ReportError(
             f"ray.{which}.report: expected a dict of metrics, found {type(metrics).__name__}"
@@ -167,7 +178,7 @@ def _ray_report(which: str, metrics: Mapping[str, Any], *, checkpoint: Any = Non
 def _ray_get_checkpoint(which: str) -> Any:
     s = _current
     if not isinstance(s, RaySession):
-        return _RAY[f"{which}.get_checkpoint"]()
+        return _ray(f"{which}.get_checkpoint")()
     return s.ray_checkpoint()
 
 
