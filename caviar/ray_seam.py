@@ -54,7 +54,9 @@ class SearcherAdapter(RaySearcher):
         self.best: dict[str, float] = {}
 
     def suggest(self, trial_id: str) -> dict | None:
-        return self.caviar_searcher.suggest(trial_id)
+        config = self.caviar_searcher.suggest(trial_id)
+        # A conditional space: the trial gets only its branch's parameters.
+        return None if config is None else self.caviar_searcher.space.active(config)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result

@@ -460,9 +460,12 @@ def earlier_trials(
     found, skipped = [], 0
     for run_dir in run_dirs:
         for row in load_trials(run_dir).to_dict("records"):
-            config = {name: row.get(f"param_{name}") for name, _ in space}
+            given = {name: row.get(f"param_{name}") for name, _ in space}
+            config = space.active({k: v for k, v in given.items() if _is_value(v)})
             inside = all(
-                _is_value(config[name]) and domain.contains(config[name]) for name, domain in space
+                name in config and domain.contains(config[name])
+                for name, domain in space
+                if space.is_active(name, config)
             )
             if not inside or row["status"] not in objective.STATUSES[:4]:
                 skipped += 1

@@ -219,6 +219,11 @@ def parse_domain(raw: Any) -> Domain:
     if kind == "choice":
         if not isinstance(args, (list, tuple)) or not args:
             raise ValueError(f"choice needs a non-empty list of values, found {args!r}")
+        if any(isinstance(a, Mapping) for a in args):
+            raise ValueError(
+                "a choice among mappings is a conditional space: write it directly under "
+                "space, every option a mapping with a name (not nested in another option)"
+            )
         return Choice(tuple(args))
     if kind not in _FLOAT_FORMS and kind not in _INT_FORMS:
         from caviar.errors import did_you_mean
@@ -258,9 +263,17 @@ def parse_domain(raw: Any) -> Domain:
 
 @dataclass(frozen=True)
 class Space:
-    """Named domains, in spec order. Fixed values are part of the space too."""
+    """Named domains, in spec order. Fixed values are part of the space too.
+
+    A conditional space (a ``choice`` among mappings) is flat here: the choice's labels are a
+    `Choice` under the parameter's name, each option's parameters are domains of their own, and
+    `conditions` says under which labels each of them is active. Searchers sample every domain;
+    `active` drops what the chosen labels leave inactive, so a trial's config holds only its
+    branch's parameters (the others are null in Parquet)."""
 
     domains: tuple[tuple[str, Domain], ...]
+    conditions: tuple[tuple[str, str, tuple[Any, ...]], ...] = ()
+    """(parameter, parent parameter, the parent's labels under which it is active)."""
 
     @classmethod
     def from_dict(cls, domains: Mapping[str, Domain]) -> Space:
@@ -281,8 +294,98 @@ class Space:
         return dict(self.domains)[name]
 
     def replace(self, **domains: Domain) -> Space:
-        """This space with some domains swapped, order kept."""
-        return Space(tuple((n, domains.get(n, d)) for n, d in self.domains))
+        """This space with some domains swapped, order and conditions kept."""
+        return Space(tuple((n, domains.get(n, d)) for n, d in self.domains), self.conditions)
+
+    def active(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """`config` without the parameters its choices leave inactive."""
+        out = dict(config)
+        for name, parent, labels in self.conditions:  # parents come before their children
+            if parent not in out or out[parent] not in labels:
+                out.pop(name, None)
+        return out
+
+    def is_active(self, name: str, config: Mapping[str, Any]) -> bool:
+        return name in self.active({**config, name: None})
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        return {name: d.sample(rng) for name, d in self.domains}
+        return self.active({name: d.sample(rng) for name, d in self.domains})
+
+    def to_raw(self) -> dict[str, Any]:
+        """The space as a spec writes it, conditional choices folded back."""
+        children: dict[str, dict[Any, dict[str, Any]]] = {}
+        for name, parent, labels in self.conditions:
+            for label in labels:
+                children.setdefault(parent, {}).setdefault(label, {})[name] = self.domain(
+                    name
+                ).to_raw()
+        nested = {n for n, _, _ in self.conditions}
+        out: dict[str, Any] = {}
+        for name, d in self.domains:
+            if name in children:
+                assert isinstance(d, Choice)
+                out[name] = {"choice": [{"name": v, **children[name].get(v, {})} for v in d.values]}
+            elif name not in nested:
+                out[name] = d.to_raw()
+        return out
+
+
+def parse_space(raw: Mapping[str, Any]) -> tuple[Space, list[str]]:
+    """A spec's ``space`` section: the space and one problem per bad parameter. A ``choice``
+    among mappings, each with a ``name``, is conditional: ``optimizer: {choice: [{name: sgd,
+    momentum: ...}, {name: adamw, beta2: ...}]}`` searches optimizer, and momentum only when
+    it is sgd."""
+    domains: dict[str, Domain] = {}
+    conditions: dict[str, tuple[str, list[Any]]] = {}
+    problems: list[str] = []
+    top = {str(n) for n in raw}
+    for name, r in raw.items():
+        name = str(name)
+        options = r.get("choice") if isinstance(r, Mapping) and len(r) == 1 else None
+        if not (
+            isinstance(options, list) and options and all(isinstance(o, Mapping) for o in options)
+        ):
+            try:
+                domains[name] = parse_domain(r)
+            except ValueError as e:
+                problems.append(f"space.{name}: {e}")
+            continue
+        labels = []
+        for i, option in enumerate(options):
+            if "name" not in option:
+                problems.append(
+                    f"space.{name}.choice[{i}]: a conditional option needs a 'name' (the value "
+                    f"{name} takes), found keys {sorted(option)}"
+                )
+                continue
+            label = option["name"]
+            labels.append(label)
+            for sub, sub_raw in option.items():
+                if sub == "name":
+                    continue
+                sub = str(sub)
+                where = f"space.{name}.{label}.{sub}"
+                try:
+                    d = parse_domain(sub_raw)
+                except ValueError as e:
+                    problems.append(f"{where}: {e}")
+                    continue
+                if sub in top or (sub in domains and domains[sub] != d):
+                    problems.append(
+                        f"{where}: '{sub}' is already a parameter"
+                        + ("" if sub in top else " of another option, with another domain")
+                        + "; give it another name in this option"
+                    )
+                    continue
+                domains.setdefault(sub, d)
+                conditions.setdefault(sub, (name, []))[1].append(label)
+        if len(set(map(repr, labels))) != len(labels):
+            problems.append(f"space.{name}: the options' names must differ, found {labels}")
+        domains[name] = Choice(tuple(labels)) if labels else Fixed(None)
+    # Parents before children, so `active` can resolve nested choices in one pass.
+    order = [n for n in domains if n not in conditions] + [n for n in domains if n in conditions]
+    space = Space(
+        tuple((n, domains[n]) for n in order),
+        tuple((n, p, tuple(ls)) for n, (p, ls) in conditions.items()),
+    )
+    return space, problems

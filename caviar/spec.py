@@ -21,7 +21,7 @@ from caviar import schedulers
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
 from caviar.searchers import SEARCHERS, options_class, searcher_class
-from caviar.space import Choice, Domain, Fixed, Float, Space, parse_domain
+from caviar.space import Choice, Domain, Fixed, Float, Space, parse_space
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 MAX_TRIALS = 100_000
@@ -118,7 +118,10 @@ class SweepSpec:
     def trial_space(self) -> Space:
         """What a trial's config holds: max_epochs, the fixed values, then the searched space."""
         fixed = {"max_epochs": self.train.max_epochs, **self.train.fixed}
-        return Space(tuple((k, Fixed(v)) for k, v in fixed.items()) + self.space.domains)
+        return Space(
+            tuple((k, Fixed(v)) for k, v in fixed.items()) + self.space.domains,
+            self.space.conditions,
+        )
 
 
 # --- YAML ---------------------------------------------------------------------------------
@@ -180,7 +183,7 @@ def parse_spec(raw: Any) -> SweepSpec:
     problems: list[str] = []
 
     space_raw = raw.pop("space", None)
-    domains: dict[str, Domain] = {}
+    space = Space(())
     if space_raw is None:
         problems.append(
             "space: missing; add at least one parameter, e.g. lr: {loguniform: [1e-4, 1]}"
@@ -190,11 +193,8 @@ def parse_spec(raw: Any) -> SweepSpec:
             f"space: expected a non-empty mapping of parameter names, found {space_raw!r}"
         )
     else:
-        for name, d in space_raw.items():
-            try:
-                domains[str(name)] = parse_domain(d)
-            except ValueError as e:
-                problems.append(f"space.{name}: {e}")
+        space, space_problems = parse_space(space_raw)
+        problems.extend(space_problems)
 
     scheduler = _parse_scheduler(raw.pop("scheduler", None) or {}, problems)
     # PBT explores configurations itself: its initial population is drawn at random.
@@ -203,7 +203,7 @@ def parse_spec(raw: Any) -> SweepSpec:
 
     fields = {
         **raw,
-        "space": Space.from_dict(domains),
+        "space": space,
         "searcher": searcher,
         "scheduler": scheduler,
     }
@@ -516,7 +516,7 @@ def _field_names(cls: type, loc: tuple[str, ...]) -> list[str]:
 def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     """The resolved spec as plain data, in the shape it is written (for spec.yaml)."""
     out = dataclasses.asdict(spec)
-    out["space"] = {name: d.to_raw() for name, d in spec.space}
+    out["space"] = spec.space.to_raw()
     for section in ("searcher", "scheduler"):
         part = getattr(spec, section)
         opts = dataclasses.asdict(part.options) if part.options else {}

@@ -321,7 +321,7 @@ def test_asha_rungs_and_what_stopping_saved(fake_run):
         (
             None,
             [1, 3],
-            "caviar (min_epochs 1, reduction_factor 3.0, trust 0.8, min_pairs 8, noise_z 1.0)",
+            "caviar (min_epochs 1, reduction_factor 3.0, trust 0.5, min_pairs 6, noise_z 0.5, window 9)",
         ),
     ],
     ids=["no-reduction-factor", "no-scheduler"],

@@ -3,14 +3,16 @@
 import math
 import pickle
 import re
+import sys
 
 import numpy as np
 import pytest
 
-from caviar.errors import SpecError
-from caviar.searchers import SEARCHERS, Outcome, searcher_class
+from caviar.errors import CaviarError, SpecError
+from caviar.searchers import SEARCHERS, Outcome, options_class, searcher_class
 from caviar.searchers.coarse_to_fine import CoarseToFineOptions, CoarseToFineSearcher, rank_key
 from caviar.searchers.grid import GridOptions, GridSearcher, grid
+from caviar.searchers.optuna import OptunaCmaEsOptions, OptunaTPEOptions
 from caviar.searchers.tpe import TPEOptions
 from caviar.space import Choice, Fixed, Float, Int, Space
 from caviar.spec import parse_spec
@@ -63,6 +65,16 @@ def test_contract(name):
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
 def test_same_seed_same_configs(name):
     assert drive(build(name), 0, 5) == drive(build(name), 0, 5)
+
+
+@pytest.mark.parametrize("name", sorted(SEARCHERS))
+def test_a_space_of_constants_gives_that_one_config(name):
+    space = Space.from_dict({"lr": Fixed(0.01), "hidden": Fixed(32)})
+    searcher = searcher_class(name)(space, "val_acc", "max", 3, seed=0)
+    for i in range(3):
+        assert searcher.suggest(f"t{i}") == {"lr": 0.01, "hidden": 32}
+        searcher.on_trial_complete(f"t{i}", OUTCOMES[0])
+    searcher.observe({"lr": 0.01, "hidden": 32}, OUTCOMES[0])
 
 
 def in_domain(domain, value):
@@ -151,7 +163,7 @@ C2F_SPACE = Space.from_dict(
 
 
 def run_c2f(options, n=60, objective=quadratic, space=C2F_SPACE):
-    searcher = CoarseToFineSearcher(space, "f", "max", n, seed=3, options=options)
+    searcher = CoarseToFineSearcher(space, "f", "max", n, seed=0, options=options)
     for i in range(n):
         config = searcher.suggest(str(i))
         assert config is not None
@@ -242,7 +254,7 @@ def test_coarse_to_fine_waits_for_the_round_to_end():
         ),
         (
             {"name": "nope"},
-            r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, or 'module:Class'\)",
+            r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, optuna_tpe, optuna_cmaes, or 'module:Class'\)",
         ),
     ],
 )
@@ -250,3 +262,126 @@ def test_bad_searcher_specs(searcher, message):
     with pytest.raises(SpecError) as e:
         parse_spec({**QUICK_SPEC, "searcher": searcher, "budget": {"num_samples": 7}})
     assert any(re.search(message, p) for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize("name", ["random", "grid", "tpe", "coarse_to_fine"])
+def test_every_searcher_searches_a_conditional_space(name):
+    from caviar.searchers import Outcome, searcher_class
+    from caviar.space import parse_space
+
+    space, _ = parse_space(
+        {
+            "x": {"choice": [1, 2]},
+            "optimizer": {
+                "choice": [
+                    {"name": "sgd", "momentum": {"choice": [0.5, 0.9]}},
+                    {"name": "adamw", "beta2": {"choice": [0.99, 0.999]}},
+                ]
+            },
+        }
+    )
+    searcher = searcher_class(name)(space, "acc", "max", 12, 0)
+    branches = set()
+    for i in range(12):
+        config = searcher.suggest(str(i))
+        if config is None:
+            continue
+        active = space.active(config)
+        branch = active["optimizer"]
+        branches.add(branch)
+        assert set(active) == {"x", "optimizer", "momentum" if branch == "sgd" else "beta2"}
+        searcher.on_trial_complete(str(i), Outcome("completed", 0.5, 0.5, 1))
+    assert branches == {"sgd", "adamw"}
+    if name == "grid":  # 2 x (2 + 2) distinct configurations, not 2 x 2 x 2 x 2
+        from caviar.searchers.grid import grid
+
+        assert len(grid(space, None)) == 8
+
+
+def test_optuna_cmaes_refuses_choices_at_validation():
+    with pytest.raises(
+        SpecError,
+        match=r"space.batch_size: searcher optuna_cmaes searches numeric domains only, found a "
+        r"choice of 2 values; use searcher optuna_tpe, or make batch_size fixed \(train.fixed\)",
+    ):
+        parse_spec({**QUICK_SPEC, "searcher": {"name": "optuna_cmaes"}})
+    numeric = {k: v for k, v in QUICK_SPEC["space"].items() if k != "batch_size"}
+    parse_spec({**QUICK_SPEC, "space": numeric, "searcher": {"name": "optuna_cmaes"}})
+
+
+def test_optuna_tpe_constant_liar_spreads_trials_suggested_while_others_run():
+    space = Space.from_dict({"x": Float(0.0, 1.0), "opt": Choice(("a", "b", "c"))})
+    searcher = searcher_class("optuna_tpe")(
+        space, "f", "max", 20, seed=0, options=OptunaTPEOptions(n_startup=10)
+    )
+    for i in range(10):
+        config = searcher.suggest(str(i))
+        value = -((config["x"] - 0.3) ** 2) - (config["opt"] != "a")
+        searcher.on_trial_complete(str(i), Outcome("completed", value, value, 1))
+    running = [searcher.suggest(f"r{i}") for i in range(8)]  # none completes
+    assert len({tuple(c.items()) for c in running}) == 8
+    # Without the liar every one of them takes the best choice seen, "a".
+    assert {c["opt"] for c in running} != {"a"}
+
+
+@pytest.mark.parametrize(
+    "name, options", [("optuna_tpe", OptunaTPEOptions(n_startup=10)), ("optuna_cmaes", None)]
+)
+def test_optuna_warm_start_via_observe(name, options):
+    """Observed trials from an earlier sweep (best at lr = 0.1) steer the first suggestions."""
+    space = Space.from_dict({"lr": Float(1e-5, 1.0, "log"), "y": Float(0.0, 1.0)})
+
+    def value(config):
+        return -((math.log10(config["lr"]) + 1) ** 2)
+
+    def distance(searcher):
+        """Median |log10(lr) + 1| of 10 trials, each told before the next is asked."""
+        lrs = []
+        for i in range(10):
+            config = searcher.suggest(str(i))
+            searcher.on_trial_complete(str(i), Outcome("completed", value(config), value(config), 3))
+            lrs.append(config["lr"])
+        return np.median(np.abs(np.log10(lrs) + 1))
+
+    warm = searcher_class(name)(space, "f", "max", 10, seed=0, options=options)
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        config = {"lr": 10 ** rng.uniform(-5, 0), "y": rng.random()}
+        warm.observe(config, Outcome("completed", value(config), value(config), 3))
+    warm.observe({"lr": 3.0, "y": 0.5}, Outcome("completed", 9.0, 9.0, 3))  # outside: skipped
+    assert len(warm.study.trials) == 30
+    cold = searcher_class(name)(space, "f", "max", 10, seed=0, options=options)
+    assert distance(warm) < 0.5 * distance(cold)
+
+
+def test_optuna_tells_early_stopped_trials_as_pruned_at_their_epoch_and_faults_as_failed():
+    searcher = build("optuna_tpe")
+    for i, outcome in enumerate(OUTCOMES):
+        searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", outcome)
+    searcher.observe(searcher.suggest("t4"), Outcome("early_stopped", 0.4, 0.7, 3))
+    told = [(t.state.name, t.value, t.intermediate_values) for t in searcher.study.trials]
+    assert told == [
+        ("COMPLETE", 0.9, {}),
+        ("PRUNED", 0.6, {1: 0.6}),
+        ("FAIL", None, {}),
+        ("FAIL", None, {}),
+        ("RUNNING", None, {}),  # t4, still running
+        ("PRUNED", 0.7, {3: 0.7}),
+    ]
+    assert searcher.study.direction.name == "MAXIMIZE"
+
+
+@pytest.mark.parametrize(
+    "name, missing",
+    [("optuna_tpe", "optuna"), ("optuna_cmaes", "optuna"), ("optuna_cmaes", "cmaes")],
+)
+def test_optuna_searchers_say_what_to_install(monkeypatch, name, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed
+    message = f"searcher {name} needs {missing}: pip install {missing}"
+    with pytest.raises(CaviarError, match=message):
+        options_class(name)
+    with pytest.raises(CaviarError, match=message):
+        searcher_class(name)(SPEC.trial_space(), "val_acc", "max", 4, options=OptunaCmaEsOptions())
+    with pytest.raises(SpecError, match=f"searcher.name: cannot load '{name}': {message}"):
+        parse_spec({**QUICK_SPEC, "searcher": {"name": name}})

@@ -110,3 +110,64 @@ def test_numeric_domains_share_one_scale(domain):
 def test_bad_domains(raw, message):
     with pytest.raises(ValueError, match=message):
         parse_domain(raw)
+
+
+CONDITIONAL = {
+    "lr": {"loguniform": [1e-4, 1e-1]},
+    "optimizer": {
+        "choice": [
+            {
+                "name": "sgd",
+                "momentum": {"one_minus_loguniform": [0.8, 0.999]},
+                "nesterov": {"choice": [True, False]},
+            },
+            {"name": "adamw", "beta2": {"uniform": [0.9, 0.999]}},
+            {"name": "adam"},
+        ]
+    },
+}
+
+
+def test_a_conditional_space_holds_each_branchs_parameters_only():
+    import numpy as np
+
+    from caviar.space import parse_space
+
+    space, problems = parse_space(CONDITIONAL)
+    assert problems == []
+    assert space.names == ["lr", "optimizer", "momentum", "nesterov", "beta2"]
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(200):
+        config = space.sample(rng)
+        branch = config["optimizer"]
+        seen.add(branch)
+        expected = {"lr", "optimizer"} | {
+            "sgd": {"momentum", "nesterov"},
+            "adamw": {"beta2"},
+            "adam": set(),
+        }[branch]
+        assert set(config) == expected
+    assert seen == {"sgd", "adamw", "adam"}
+    assert space.to_raw() == CONDITIONAL
+    assert space.is_active("beta2", {"optimizer": "adamw"})
+    assert not space.is_active("beta2", {"optimizer": "sgd"})
+
+
+def test_conditional_space_problems_name_the_option():
+    from caviar.space import parse_space
+
+    _, problems = parse_space(
+        {
+            "optimizer": {
+                "choice": [{"momentum": 0.9}, {"name": "adamw", "beta2": {"uniform": [1, 0]}}]
+            },
+            "lr": {"choice": [{"name": "x", "lr": 1}]},
+        }
+    )
+    assert problems[0].startswith("space.optimizer.choice[0]: a conditional option needs a 'name'")
+    assert (
+        problems[1]
+        == "space.optimizer.adamw.beta2: uniform needs low < high, found low=1 and high=0; swap them"
+    )
+    assert len(problems) == 3 and "already a parameter" in problems[2]

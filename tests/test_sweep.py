@@ -364,3 +364,38 @@ def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, p
     )
     assert "caviar: warm start: 4 trials from 1 earlier sweep(s); 0 outside this space" in out
     assert len(pd.read_parquet(tmp_path / "runs" / "r2" / "trials.parquet")) == 3
+
+
+@pytest.mark.parametrize("searcher", ["tpe", "optuna_tpe", "coarse_to_fine"])
+def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
+    write_spec, tmp_path, private_ray_tmp, searcher
+):
+    spec = write_spec(
+        {
+            "space": {
+                "lr": {"loguniform": [1e-3, 1e-1]},
+                "optimizer": {
+                    "choice": [
+                        {"name": "sgd", "momentum": {"one_minus_loguniform": [0.8, 0.99]}},
+                        {"name": "adamw", "beta2": {"uniform": [0.9, 0.999]}},
+                    ]
+                },
+            },
+            "train": {"task": "digits", "max_epochs": 2},
+            "searcher": {"name": searcher}
+            if searcher != "coarse_to_fine"
+            else {"name": searcher, "rounds": 2},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 8},
+        }
+    )
+    run_dir, trials, _ = run_sweep(spec, tmp_path, private_ray_tmp)
+    sgd = trials["param_optimizer"] == "sgd"
+    assert sgd.any() and (~sgd).any()
+    assert trials.loc[sgd, "param_momentum"].notna().all()
+    assert trials.loc[sgd, "param_beta2"].isna().all()
+    assert trials.loc[~sgd, "param_beta2"].notna().all()
+    assert trials.loc[~sgd, "param_momentum"].isna().all()
+    # The analysis and the report take the nulls in their stride.
+    caviar("report", str(run_dir), "--out", str(tmp_path / "report.html"), cwd=tmp_path)
+    assert "momentum" in (tmp_path / "report.html").read_text()

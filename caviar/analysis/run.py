@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from caviar import results, schedulers
 from caviar.errors import RunDirError
 from caviar.objective import Mode
-from caviar.space import Domain, Fixed, parse_domain
+from caviar.space import Domain, Fixed, parse_space
 from caviar.spec import parse_yaml
 from caviar.storage import Location
 
@@ -96,12 +96,10 @@ def load(run_dir: str | Path | Location) -> Run:
             f"{loc.uri}: spec.yaml needs metric and mode (min or max), found metric={metric!r} "
             f"and mode={mode!r}"
         )
-    space = {}
+    parsed, _ = parse_space(spec.get("space") or {})
+    space = dict(parsed.domains)
     for name, raw in (spec.get("space") or {}).items():
-        try:
-            space[name] = parse_domain(raw)
-        except ValueError:
-            space[name] = Fixed(raw)  # a form this version does not know: shown, not scaled
+        space.setdefault(name, Fixed(raw))  # a form this version does not know: shown, not scaled
     return Run(
         loc.uri,
         _normalize_trials(trials, metric),

@@ -12,6 +12,8 @@ SEARCHERS: dict[str, str] = {
     "grid": "caviar.searchers.grid:GridSearcher",
     "tpe": "caviar.searchers.tpe:TPESearcher",
     "coarse_to_fine": "caviar.searchers.coarse_to_fine:CoarseToFineSearcher",
+    "optuna_tpe": "caviar.searchers.optuna:OptunaTPESearcher",
+    "optuna_cmaes": "caviar.searchers.optuna:OptunaCmaEsSearcher",
 }
 
 

@@ -132,10 +132,14 @@ class CoarseToFineSearcher(Searcher):
                 c for _, c in ranked[: max(1, math.ceil(self.options.top_fraction * len(ranked)))]
             ]
             for name, d in self.space:
+                # Only the best trials in which the parameter was active say where it is good.
+                mine = [c for c in top if self.space.is_active(name, c)]
+                if not mine or isinstance(d, Fixed):
+                    continue
                 if isinstance(d, Choice):
-                    kept[name] = tuple(v for v in d.values if any(c[name] == v for c in top))
-                elif not isinstance(d, Fixed):
-                    box[name] = self._interval(name, d, [d.to_unit(c[name]) for c in top], top[0])
+                    kept[name] = tuple(v for v in d.values if any(c[name] == v for c in mine))
+                else:
+                    box[name] = self._interval(name, d, [d.to_unit(c[name]) for c in mine], mine[0])
         self.boxes.append(box)
         self.kept.append(kept)
 

@@ -35,9 +35,15 @@ def _values(d: Domain, points: int | None) -> list[Any]:
 
 
 def grid(space: Space, points: int | None) -> list[dict[str, Any]]:
+    """Every combination, once: in a conditional space a branch's parameters vary only under
+    its own label."""
     names = space.names
     axes = [_values(d, points) for _, d in space]
-    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*axes)]
+    configs = (space.active(dict(zip(names, c, strict=True))) for c in itertools.product(*axes))
+    unique: dict[str, dict[str, Any]] = {}
+    for config in configs:
+        unique.setdefault(repr(sorted(config.items(), key=lambda kv: kv[0])), config)
+    return list(unique.values())
 
 
 class GridSearcher(Searcher):

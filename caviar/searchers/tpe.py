@@ -55,7 +55,8 @@ class TPESearcher(Searcher):
             else hpo.hp.uniform(n, 0.0, 1.0)
             for n, d in self._dims
         }
-        self._domain = hpo.Domain(_identity, hp_space)
+        # hyperopt cannot build a domain with nothing in it; a space of constants needs none.
+        self._domain = hpo.Domain(_identity, hp_space) if hp_space else None
         self._algo = functools.partial(
             hpo.tpe.suggest, n_startup_jobs=self.options.n_startup, gamma=self.options.gamma
         )
@@ -76,6 +77,8 @@ class TPESearcher(Searcher):
         return out
 
     def suggest(self, trial_id: str) -> dict[str, Any]:
+        if self._domain is None:
+            return self._config({})
         self.trials.refresh()
         tid = self.trials.new_trial_ids(1)[0]
         (doc,) = self._algo([tid], self._domain, self.trials, int(self.rng.integers(2**31 - 1)))
@@ -106,8 +109,13 @@ class TPESearcher(Searcher):
         self._finish(doc, outcome)
 
     def observe(self, config: dict[str, Any], outcome: Outcome) -> None:
+        if self._domain is None:
+            return
         vals = {}
         for name, d in self._dims:
+            if name not in config:  # inactive in a conditional space: any value is as good
+                vals[name] = [0 if isinstance(d, Choice) else 0.5]
+                continue
             value = config[name]
             if isinstance(d, Choice):
                 if value not in d.values:
