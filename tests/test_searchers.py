@@ -339,7 +339,9 @@ def test_optuna_warm_start_via_observe(name, options):
         lrs = []
         for i in range(10):
             config = searcher.suggest(str(i))
-            searcher.on_trial_complete(str(i), Outcome("completed", value(config), value(config), 3))
+            searcher.on_trial_complete(
+                str(i), Outcome("completed", value(config), value(config), 3)
+            )
             lrs.append(config["lr"])
         return np.median(np.abs(np.log10(lrs) + 1))
 
