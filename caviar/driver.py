@@ -249,7 +249,6 @@ def _sweep(
 ) -> str:
     import ray
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
 
     from caviar import ray_seam as seam
 
@@ -300,7 +299,7 @@ def _sweep(
                 spec.budget.trial_time_s,
             )
             callbacks = [
-                JsonLoggerCallback(),
+                seam.ResultLog(),
                 progress,
                 watchdog,
                 seam.SchedulerState(scheduler),

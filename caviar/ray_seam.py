@@ -21,6 +21,7 @@ from typing import Any
 
 from ray.tune import Callback, Stopper
 from ray.tune.error import TuneError
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -280,6 +281,19 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
             "(one that does not change the model's shape, such as lr or weight_decay)"
         )
     return mutations
+
+
+class ResultLog(JsonLoggerCallback):
+    """Ray's result.json writer, without the step that loses results. Ray writes each trial's
+    results in a staging folder on the driver and copies them to the run directory from time
+    to time; when a trial starts again after a PAUSE (hyperband, median) Ray first copies the
+    run directory's copy back over the staging file, which drops every result reported since
+    the last copy (seen: a trial's epochs 1, 2, 4). Only a staging folder that does not exist
+    (a new driver, resuming) needs the run directory's copy."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if not os.path.exists(os.path.join(trial.local_path, file_name)):
+            super()._restore_from_remote(file_name, trial)
 
 
 class SchedulerState(Callback):

@@ -65,7 +65,13 @@ class Session:
             self.checkpoint = pickle.loads(pickle.dumps(checkpoint, protocol=5))
 
     def get_checkpoint(self) -> dict | None:
-        return self.checkpoint
+        return self._resumed_from(self.checkpoint)
+
+    def _resumed_from(self, state: Any) -> Any:
+        """The checkpoint a trial resumes from: its epoch is the trial's latest."""
+        if isinstance(state, dict) and isinstance(state.get("epoch"), int):
+            self.last_epoch = state["epoch"]
+        return state
 
 
 class RaySession(Session):
@@ -106,10 +112,7 @@ class RaySession(Session):
         if ckpt is None:
             return None
         with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
-            state = pickle.load(f)
-        if isinstance(state, dict) and isinstance(state.get("epoch"), int):
-            self.last_epoch = state["epoch"]
-        return state
+            return self._resumed_from(pickle.load(f))
 
     def ray_checkpoint(self) -> Any:
         """The trial's checkpoint as Ray Tune gives it (for a Ray Tune train function)."""

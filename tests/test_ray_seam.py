@@ -321,3 +321,42 @@ def test_pbt_explores_only_what_keeps_the_models_shape():
     assert set(mutations) == {"lr"} and 1e-3 <= mutations["lr"]() <= 1e-1
     with pytest.raises(seam.CaviarError, match="pbt needs a searched hyperparameter"):
         seam.pbt_mutations(parse_spec({**raw, "space": {"hidden": {"randint": [8, 32]}}}))
+
+
+def test_result_log_keeps_results_reported_since_the_last_copy_to_the_run_dir(tmp_path):
+    """A trial restarting after a PAUSE: the staging file is ahead of the run directory's copy
+    and must not be overwritten by it; a new driver (no staging file) takes the copy."""
+    import types
+
+    import pyarrow.fs
+
+    class StagedTrial:  # what the logger reads of Ray's Trial; hashable, as trials are
+        def __init__(self, staging: Path, remote: Path):
+            staging.mkdir(parents=True, exist_ok=True)
+            self.local_path, self.config, self.checkpoint = str(staging), {"x": 1}, object()
+            self.storage = types.SimpleNamespace(
+                trial_fs_path=str(remote), storage_filesystem=pyarrow.fs.LocalFileSystem()
+            )
+
+        def init_local_path(self):
+            pass
+
+    trial = StagedTrial
+
+    remote = tmp_path / "run" / "t1"
+    remote.mkdir(parents=True)
+    (remote / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    staging = tmp_path / "staging" / "t1"
+    staging.mkdir(parents=True)
+    (staging / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
+
+    log, paused = seam.ResultLog(), trial(staging, remote)
+    log.log_trial_start(paused)
+    log.log_trial_result(4, paused, {"epoch": 4})
+    log.log_trial_end(paused)
+    epochs = [json.loads(line)["epoch"] for line in (staging / "result.json").open()]
+    assert epochs == [1, 2, 3, 4]
+
+    fresh = tmp_path / "new-driver" / "t1"
+    log.log_trial_start(trial(fresh, remote))
+    assert (fresh / "result.json").read_text() == (remote / "result.json").read_text()

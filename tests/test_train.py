@@ -55,6 +55,15 @@ def test_resume_from_checkpoint_gives_the_same_numbers(digits):
         assert a["val_loss"] == b["val_loss"] and a["train_loss"] == b["train_loss"]
 
 
+def test_a_trial_restored_from_its_last_epoch_trains_no_further(digits):
+    """Ray may restore a trial from the checkpoint of its last epoch (paused just then):
+    nothing is left to train, and nothing past max_epochs is reported."""
+    config = {"max_epochs": 2}
+    done = run(digits, config)
+    again = run(digits, config, checkpoint=done.get_checkpoint())
+    assert again.results == [] and again.last_epoch == 2
+
+
 def test_huge_learning_rate_diverges(digits):
     results = run(
         digits, {"max_epochs": 10, "optimizer": "sgd", "lr": 1e6, "momentum": 0.99}

@@ -122,6 +122,14 @@ class _Member:
     state: dict[str, Any] = field(default_factory=dict)
     """Its unpadded model and optimizer state, while it is not stacked."""
 
+    @property
+    def finished(self) -> bool:
+        """Trained max_epochs, or out of patience."""
+        patience = int(self.hp["patience"])
+        return self.epoch >= int(self.hp["max_epochs"]) or bool(
+            patience and self.bad_epochs >= patience
+        )
+
 
 def _seed_key(seed: int) -> int:
     return int(np.random.SeedSequence([seed, 0x6361]).generate_state(1)[0])
@@ -186,8 +194,9 @@ class Population:
 
     # --- membership ----------------------------------------------------------------------
 
-    def add(self, key: Hashable, config: dict[str, Any], checkpoint: dict | None = None) -> None:
-        """A new member, or one resumed from the checkpoint it reported."""
+    def add(self, key: Hashable, config: dict[str, Any], checkpoint: dict | None = None) -> bool:
+        """A new member, or one resumed from the checkpoint it reported. A checkpoint of a
+        finished member (its last epoch) leaves nothing to train: it does not join (False)."""
         hp = {**DEFAULTS, **config}
         if self.members and group_key(hp) != group_key(self.members[0].hp):
             theirs = dict(zip(SHARED, group_key(self.members[0].hp), strict=True))
@@ -219,7 +228,10 @@ class Population:
         m.state = {"model": own, "optimizer": None, "steps": 0.0}
         if checkpoint is not None:
             self._restore(m, checkpoint)
+            if m.finished:
+                return False
         self._restack([*self._unstack(), m])
+        return True
 
     def remove(self, key: Hashable) -> None:
         self._restack([m for m in self._unstack() if m.key != key])
@@ -516,12 +528,7 @@ class Population:
                 "diverged": diverged,
             }
             m.schedule.end_epoch(val_loss[j])
-            patience = int(m.hp["patience"])
-            done = (
-                diverged
-                or m.epoch >= int(m.hp["max_epochs"])
-                or bool(patience and m.bad_epochs >= patience)
-            )
+            done = diverged or m.finished
             out.append((m.key, metrics, None if diverged else self._checkpoint(m), done))
             if done:
                 leaving.append(m.key)
