@@ -128,6 +128,10 @@ class Stopping:
             self.repeat[trial_id] = repeat_key
 
     def on_result(self, trial_id: str, epoch: float, value: Any) -> str:
+        if trial_id in self.stopped:
+            # Stopped once, stopped for good: a trial that reports again was restored from an
+            # experiment saved before the stop took effect (a driver interrupted just then).
+            return STOP
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             return CONTINUE  # a diverged trial ends itself
         best = self.best.get(trial_id)
@@ -139,19 +143,20 @@ class Stopping:
         if len(recent) >= 5:
             second = [recent[i] - 2 * recent[i + 1] + recent[i + 2] for i in range(len(recent) - 2)]
             self.jitter[trial_id] = statistics.pstdev(second) / math.sqrt(6)
+        last = epoch >= self.max_epochs  # its last report: nothing is left to stop
         # A rung the trial passed while it was not trusted judges it once it is.
         pending = self.pending.get(trial_id, [])
         for rung in list(pending):
             if self.trusted(rung):
                 pending.remove(rung)
-                if self._stops(trial_id, rung, self.at[str(rung)][trial_id]):
+                if not last and self._stops(trial_id, rung, self.at[str(rung)][trial_id]):
                     self.stopped[trial_id] = rung
                     return STOP
         for level in self.levels:
             key = str(level)
             if epoch >= level and trial_id not in self.at[key]:
                 self.at[key][trial_id] = best
-                if level not in self.rungs:
+                if level not in self.rungs or last:
                     continue
                 if self._stops(trial_id, level, best):
                     self.stopped[trial_id] = level

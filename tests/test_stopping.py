@@ -136,3 +136,28 @@ def test_a_warning_when_a_rung_stopped_trials_and_its_agreement_fell_below_trust
     row = rule.audit()[0]
     assert not row["trusted"] and row["agreement"] < 0.5
     assert row["warning"].startswith("1 trials stopped at a rung no longer trusted (agreement")
+
+
+def test_a_stopped_trial_that_reports_again_is_stopped_again():
+    """A driver interrupted after the rule's STOP but before Ray ended the trial restores it
+    from the experiment's checkpoint; the rule's decision stands."""
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
+    play(rule, {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}, 9)
+    assert play(rule, {"b": agreeing(0.3)}, 9) == {"b": 1}
+    restored = Stopping("max", 9, StoppingOptions(min_pairs=8))
+    restored.load_state_dict(pickle.loads(pickle.dumps(rule.state_dict())))
+    assert restored.on_result("b", 2, agreeing(0.3)(2)) == STOP
+    assert restored.stopped == {"b": 1} and restored.audit()[0]["stopped"] == 1
+
+
+def test_a_trials_last_report_is_never_a_stop():
+    """A trial that passed rung 1 untrusted and reports its last epoch once the rung is
+    trusted has finished: it is not counted as stopped there."""
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
+    late = agreeing(0.3)
+    for epoch in range(1, 9):
+        assert rule.on_result("late", epoch, late(epoch)) == CONTINUE
+    play(rule, {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}, 9)
+    assert rule.trusted(1)
+    assert rule.on_result("late", 9, late(9)) == CONTINUE
+    assert "late" not in rule.stopped and rule.audit()[0]["stopped"] == 0
