@@ -1,0 +1,124 @@
+"""caviar's default sweep emulated in-process, in seconds instead of minutes: the same
+searcher and stopping rule objects the real sweep uses (`caviar.searchers`,
+`caviar.stopping.Stopping`), `--concurrent` trials advancing one epoch each in turn, as
+Ray's event loop serves them. Ray's ASHA is emulated with caviar's rule set to trust every
+rung from the start (ASHA's cut: the top 1/reduction_factor of everything recorded there).
+
+For exploring the rule's options on the bank before a real run of `python -m
+benchmarks.early_stopping` (which is what RESULTS.md reports):
+
+    python -m benchmarks.early_stopping.emulate --families agree disagree --seeds 30 \\
+        [--option min_pairs=4 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+from typing import Any
+
+from benchmarks.early_stopping.bank import MAX_EPOCHS, TASKS
+from benchmarks.early_stopping.curves import SYNTHETIC, curves, space_of
+from caviar.searchers import Outcome, searcher_class
+from caviar.spec import parse_spec
+from caviar.stopping import STOP, Stopping, StoppingOptions
+
+
+class _Asha(Stopping):
+    """ASHA's rule in caviar's terms: every rung trusted, no noise band, no window."""
+
+    def trusted(self, rung: float) -> bool:
+        return True
+
+    def noise(self) -> float:
+        return 0.0
+
+
+def sweep(
+    family: str, seed: int, trials: int, concurrent: int, rule: str, options: dict[str, Any]
+) -> tuple[dict[str, Any], int]:
+    """The configuration the sweep hands the user (its best trial's best value) and the
+    epochs it trained."""
+    raw = {
+        "name": family,
+        "metric": "val_acc",
+        "mode": "max",
+        "seed": seed,
+        "train": {"function": "m:f", "max_epochs": MAX_EPOCHS},
+        "space": space_of(family),
+        "budget": {"num_samples": trials},
+    }
+    if rule == "asha":
+        raw["searcher"] = {"name": "random"}
+    spec = parse_spec(raw)
+    searcher = searcher_class(spec.searcher.name)(
+        spec.trial_space(), "val_acc", "max", trials, seed, spec.searcher.options
+    )
+    if rule == "asha":
+        stopping: Stopping = _Asha("max", MAX_EPOCHS, StoppingOptions(window=0))
+    else:
+        defaults = spec.scheduler.options
+        stopping = Stopping("max", MAX_EPOCHS, dataclasses.replace(defaults, **options))
+    curve_of = curves(family)
+    running: list[dict[str, Any]] = []
+    started = epochs = 0
+    best: tuple[float, dict[str, Any]] | None = None
+    while started < trials or running:
+        while started < trials and len(running) < concurrent:
+            trial_id = f"t{started}"
+            config = searcher.suggest(trial_id)
+            started += 1
+            if config is None:
+                continue
+            stopping.on_add(trial_id)
+            running.append({"id": trial_id, "config": config, "curve": curve_of.curve(config)})
+        for t in list(running):
+            epoch = t.setdefault("epoch", 0) + 1
+            t["epoch"] = epoch
+            value = float(t["curve"][epoch - 1])
+            epochs += 1
+            t["best"] = max(t.get("best", value), value)
+            decision = stopping.on_result(t["id"], epoch, value)
+            if decision == STOP or epoch >= MAX_EPOCHS:
+                running.remove(t)
+                status = "completed" if epoch >= MAX_EPOCHS else "early_stopped"
+                searcher.on_trial_complete(t["id"], Outcome(status, value, t["best"], epoch))
+                if best is None or t["best"] > best[0]:
+                    best = (t["best"], t["config"])
+    assert best is not None
+    return best[1], epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--families", nargs="+", default=[*TASKS, *SYNTHETIC])
+    parser.add_argument("--rules", nargs="+", default=["caviar", "asha"])
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--concurrent", type=int, default=2)
+    parser.add_argument("--option", action="append", default=[], help="NAME=VALUE of the rule")
+    args = parser.parse_args()
+    options = {k: type(getattr(StoppingOptions(), k))(v) for k, v in map(_pair, args.option)}
+    for family in args.families:
+        for rule in args.rules:
+            finals, spent = [], []
+            for seed in range(args.seeds):
+                config, epochs = sweep(family, seed, args.trials, args.concurrent, rule, options)
+                finals.append(curves(family).final(config))
+                spent.append(epochs)
+            sem = statistics.stdev(finals) / len(finals) ** 0.5
+            print(
+                f"{family:12s} {rule:7s} final {statistics.fmean(finals):.4f} ± {sem:.4f} "
+                f"(sem)  epochs {statistics.fmean(spent):6.0f}",
+                flush=True,
+            )
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, _, value = text.partition("=")
+    return name, value
+
+
+if __name__ == "__main__":
+    main()
