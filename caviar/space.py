@@ -208,6 +208,11 @@ def parse_domain(raw: Any) -> Domain:
             raise ValueError(
                 f"expected a domain such as {{choice: {list(raw)}}}, found a bare list {list(raw)}"
             )
+        if isinstance(raw, str) and "(" in raw:
+            from caviar.importers import ray_code_problem
+
+            if problem := ray_code_problem(raw):
+                raise ValueError(problem)
         return Fixed(raw)
     if len(raw) != 1:
         raise ValueError(
@@ -382,6 +387,12 @@ def parse_space(raw: Mapping[str, Any]) -> tuple[Space, list[str]]:
         if len(set(map(repr, labels))) != len(labels):
             problems.append(f"space.{name}: the options' names must differ, found {labels}")
         domains[name] = Choice(tuple(labels)) if labels else Fixed(None)
+    for name in domains:
+        if "." in name and (clash := name.rpartition(".")[0]) in domains:
+            problems.append(
+                f"space.{name}: a dotted name is a key inside '{clash}' (nested in the train "
+                f"function's config), but '{clash}' is a parameter too; rename one of them"
+            )
     # Parents before children, so `active` can resolve nested choices in one pass.
     order = [n for n in domains if n not in conditions] + [n for n in domains if n in conditions]
     space = Space(
@@ -389,3 +400,17 @@ def parse_space(raw: Mapping[str, Any]) -> tuple[Space, list[str]]:
         tuple((n, p, tuple(ls)) for n, (p, ls) in conditions.items()),
     )
     return space, problems
+
+
+def nested(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's config as a train function of the user's gets it: a dotted name is a key in
+    a nested dict (``{"opt.lr": 0.1}`` -> ``{"opt": {"lr": 0.1}}``), as W&B and Ray Tune nest
+    parameters. Parquet and the searchers keep the flat names."""
+    out: dict[str, Any] = {}
+    for name, value in config.items():
+        *parents, leaf = str(name).split(".")
+        inner = out
+        for p in parents:
+            inner = inner.setdefault(p, {})
+        inner[leaf] = value
+    return out
