@@ -8,6 +8,8 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from caviar.errors import CaviarError, Interrupted
 
@@ -26,8 +28,15 @@ def _validate(args: argparse.Namespace) -> None:
     print(
         f"{args.spec}: ok: sweep '{spec.name}', {spec.budget.num_samples} trials of "
         f"{spec.train.task or spec.train.function}, searching {searched} with "
-        f"{spec.searcher.name}, scheduler {spec.scheduler.name}, {spec.mode} {spec.metric}"
+        f"{spec.searcher.name}, scheduler {spec.scheduler.name}, "
+        + ", ".join(f"{d} {m}" for m, d in zip(spec.metrics, spec.modes, strict=True))
     )
+    if len(spec.metrics) > 1:
+        print(
+            f"{args.spec}: {len(spec.metrics)} metrics: every trial trains to the end (no early "
+            "stopping); the result is the Pareto front, the trials no other beats on every "
+            "metric (by each metric's last value), which `caviar best` lists"
+        )
     from caviar.searchers import searcher_class
 
     summary = searcher_class(spec.searcher.name).summary(
@@ -35,8 +44,9 @@ def _validate(args: argparse.Namespace) -> None:
     )
     if summary:
         print(f"{args.spec}: {spec.searcher.name}: {summary}")
-    for warning in mode_warnings(spec.metric, spec.mode):
-        print(f"{args.spec}: warning: {warning}")
+    for metric, mode in zip(spec.metrics, spec.modes, strict=True):
+        for warning in mode_warnings(metric, mode):
+            print(f"{args.spec}: warning: {warning}")
     full = spec.budget.num_samples * spec.train.max_epochs
     print(
         f"{args.spec}: epoch budget: at most {full:,} epochs ({spec.budget.num_samples} trials x "
@@ -57,6 +67,55 @@ def mode_warnings(metric: str, mode: str) -> list[str]:
     if mode == "max" and any(w.startswith(h) for w in words for h in _LOWER_IS_BETTER):
         return [f"mode: max, but '{metric}' looks like a loss where lower is better; mode: min?"]
     return []
+
+
+def _import(args: argparse.Namespace) -> None:
+    from caviar import importers
+
+    if args.source == "wandb":
+        from caviar.spec import read_yaml
+
+        sweep = read_yaml(args.file)
+        spec, notes = importers.from_wandb(sweep, train=args.train, name=Path(args.file).stem)
+        origin = args.file
+    else:
+        obj = _load_tune_object(args.object)
+        name = args.object.rpartition(":")[2]
+        spec, notes = importers.from_tune(obj, train=args.train, name=name)
+        origin = args.object
+    notes = [f"imported from {origin} by `caviar import {args.source}`", *notes]
+    text = importers.to_yaml(spec, notes)
+    for note in notes[1:]:
+        print(f"caviar: note: {note}", file=sys.stderr)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{args.out}: written; check it with: caviar validate {args.out}", file=sys.stderr)
+    else:
+        print(text, end="")
+
+
+def _load_tune_object(target: str) -> object:
+    """MODULE:OBJECT (from the working directory or installed) or path/to/file.py:OBJECT."""
+    import os
+
+    from caviar.loader import load_object
+
+    where, _, attr = target.rpartition(":")
+    if not where or not attr:
+        raise CaviarError(
+            f"tune: expected MODULE:OBJECT (e.g. search_space:config), found {target!r}"
+        )
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise ImportError(f"no such file {where}")
+            return load_object(f"{Path(where).stem}:{attr}", str(Path(where).parent.resolve()))
+        return load_object(target, os.getcwd())
+    except (ImportError, AttributeError) as e:
+        raise CaviarError(
+            f"tune: cannot import {target!r} ({type(e).__name__}: {e}); the module must be "
+            "importable from the working directory, or given as path/to/file.py"
+        ) from None
 
 
 def _plan(args: argparse.Namespace) -> None:
@@ -167,7 +226,7 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     import pandas as pd
 
     from caviar.analysis import read_spec
-    from caviar.results import leaderboard, load_trials
+    from caviar.results import leaderboard, load_trials, ranking_columns
     from caviar.storage import Location
 
     trials = load_trials(run_dir)
@@ -182,7 +241,7 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     counts = trials["status"].value_counts().to_dict()
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     params = [c for c in board.columns if c.startswith("param_") and board[c].nunique() > 1]
-    cols = ["trial_id", "status", "round", "epochs", f"best_{metric}", *params]
+    cols = ["trial_id", "status", "round", "epochs", *ranking_columns(metric), *params]
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -196,6 +255,9 @@ def _best(args: argparse.Namespace) -> None:
     from caviar import analysis
 
     run = analysis.load(args.run_dir)
+    if len(run.metrics) > 1:
+        _print_front(run, args.export)
+        return
     b = analysis.best(run)
     print(f"best trial: {b.trial_id} ({b.status}, round {b.round}, {b.epochs} epochs)")
     at = f" at epoch {b.best_epoch}" if b.best_epoch is not None else ""
@@ -219,6 +281,32 @@ def _best(args: argparse.Namespace) -> None:
         print(f"  model = load_model({str(path)!r})  # torch.nn.Module in eval mode")
 
 
+def _print_front(run: Any, export: str | None) -> None:
+    """`caviar best` of a run of several metrics: every trial of the Pareto front, its metrics'
+    last values and its config; with `export`, each one's model (at its last epoch)."""
+    from caviar import analysis
+    from caviar.errors import RunDirError
+
+    goals = ", ".join(f"{d} {m}" for m, d in zip(run.metrics, run.modes, strict=True))
+    front = analysis.pareto_front(run)
+    if front.empty:
+        raise RunDirError(
+            f"{run.run_dir}: no Pareto front: no trial finished with a value of each of "
+            f"{', '.join(run.metrics)}"
+        )
+    ranked = len(analysis.leaderboard(run))
+    print(f"Pareto front: {len(front)} of {ranked} trials ({goals}; each metric's last value)")
+    for _, row in front.iterrows():
+        b = analysis.best(run, str(row["trial_id"]))
+        values = " ".join(f"{m}={row[m]:.6g}" for m in run.metrics)
+        test = f" test_acc={b.test_acc:.6g}" if b.test_acc is not None else ""
+        print(f"trial {b.trial_id} ({b.status}, {b.epochs} epochs): {values}{test}")
+        for name, value in b.config.items():
+            print(f"  {name}: {value}")
+        if export:
+            print(f"  exported: {analysis.export_best(run, export, b.trial_id)}")
+
+
 def _report(args: argparse.Namespace) -> None:
     from caviar.html_report import write_report
 
@@ -232,6 +320,30 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a sweep spec; nothing is launched")
     v.add_argument("spec")
     v.set_defaults(func=_validate)
+
+    im = sub.add_parser(
+        "import", help="a W&B sweep config or a Ray Tune search space as a caviar spec"
+    )
+    sources = im.add_subparsers(dest="source", required=True)
+    for source, arg, what in (
+        ("wandb", "file", "the W&B sweep config (YAML)"),
+        (
+            "tune",
+            "object",
+            "MODULE:OBJECT: a param_space dict, a (TuneConfig, param_space) pair or a tune.Tuner",
+        ),
+    ):
+        i = sources.add_parser(source, help=f"import {what}")
+        i.add_argument(arg, help=what)
+        i.add_argument(
+            "--train",
+            metavar="MODULE:FUNCTION",
+            help="the train function, or a built-in task such as mnist1d",
+        )
+        i.add_argument(
+            "-o", "--out", metavar="OUT.yaml", help="write the spec here (default: stdout)"
+        )
+        i.set_defaults(func=_import)
 
     pl = sub.add_parser(
         "plan", help="trials and epochs per rung, total epochs, wall time: before launching"

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from caviar import catalog, results, rundir, session
+from caviar import catalog, results, rundir, session, space
 from caviar.errors import CaviarError, Interrupted, RunDirError
 from caviar.loader import load_function
 from caviar.searchers import searcher_class
@@ -43,7 +43,8 @@ def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, met
 
 def _user_trainable(config: dict, *, target: str, search_path: str, metric: str) -> None:
     session.use_ray_tune_functions()  # before the user's module binds ray.tune.report
-    session.run(load_function(target, search_path), config, session.RaySession(metric))
+    fn = load_function(target, search_path)
+    session.run(fn, space.nested(config), session.RaySession(metric))
 
 
 def make_trainable(spec: SweepSpec, search_path: str) -> Any:
@@ -55,7 +56,7 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
             _user_trainable,
             target=spec.train.function,
             search_path=search_path,
-            metric=spec.metric,
+            metric=spec.metrics[0],
         )
         trainable = tune.with_parameters(fn)
     else:
@@ -67,7 +68,7 @@ def make_trainable(spec: SweepSpec, search_path: str) -> Any:
                 _builtin_trainable,
                 model=spec.train.model,
                 threads=max(1, int(spec.resources.cpu)),
-                metric=spec.metric,
+                metric=spec.metrics[0],
             ),
             data=load(spec.train.task, spec.seed, spec.train.data, spec.train.label),
         )
@@ -286,8 +287,8 @@ def _sweep(
             )
             progress = seam.Progress(
                 spec.budget.num_samples,
-                spec.metric,
-                spec.mode,
+                spec.metrics[0],
+                spec.modes[0],
                 spec.train.max_epochs,
                 abort,
                 recorder,
@@ -326,8 +327,8 @@ def _sweep(
                     make_trainable(spec, search_path),
                     name=results.RAY_DIR,
                     storage_path=run_dir.uri,
-                    metric=spec.metric,
-                    mode=spec.mode,
+                    metric=spec.metrics[0],  # what Ray itself reports on: the first metric
+                    mode=spec.modes[0],
                     search_alg=search_alg,
                     scheduler=scheduler,
                     num_samples=spec.budget.num_samples,

@@ -1,5 +1,6 @@
-"""One HTML page about a run: status counts, the best trial, the leaderboard, what stopping
-early saved, caviar's stopping audit (when the run has one) and every plot.
+"""One HTML page about a run: status counts, the best trial (with several metrics, the Pareto
+front), the leaderboard, what stopping early saved, caviar's stopping audit (when the run has
+one) and every plot.
 
 The page is self-contained and readable offline: inline CSS, plots as base64 PNG ``data:``
 URIs, no scripts, no external URLs. ``caviar report RUN_DIR`` writes it.
@@ -19,6 +20,7 @@ import pandas as pd
 
 from caviar import analysis
 from caviar.errors import RunDirError
+from caviar.results import ranking_columns
 from caviar.storage import Location
 
 REPORT_FILE = "report.html"
@@ -76,8 +78,8 @@ def render_report(run: analysis.Run) -> str:
         f'<p class="meta">{_summary(run)}</p>',
         "<h2>Trials by status</h2>",
         _counts_table(run),
-        "<h2>Best trial</h2>",
-        _best_section(run),
+        "<h2>Pareto front</h2>" if len(run.metrics) > 1 else "<h2>Best trial</h2>",
+        _front_section(run) if len(run.metrics) > 1 else _best_section(run),
         f"<h2>Leaderboard (top {LEADERBOARD_ROWS})</h2>",
         _leaderboard_table(run),
         "<h2>What stopping early saved</h2>",
@@ -96,9 +98,11 @@ def render_report(run: analysis.Run) -> str:
 
 
 def _plots(run: analysis.Run) -> list[Any]:
-    """Every plot; the coarse-to-fine ones only for a run that has regions."""
+    """Every plot; the coarse-to-fine ones only for a run that has regions, the Pareto front
+    first for a run of several metrics."""
     per_round = (analysis.plot_regions, analysis.plot_metric_by_round)
-    return [p for p in analysis.PLOTS if not (run.regions.empty and p in per_round)]
+    front = [analysis.plot_pareto_front] if len(run.metrics) > 1 else []
+    return front + [p for p in analysis.PLOTS if not (run.regions.empty and p in per_round)]
 
 
 def _no_regions_note(run: analysis.Run) -> str:
@@ -140,9 +144,12 @@ def _summary(run: analysis.Run) -> str:
     options = ", ".join(f"{k} {v}" for k, v in asdict(run.scheduler_options).items())
     sched_text = str(run.scheduler["name"]) + (f" ({options})" if options else "")
     budget = (spec.get("budget") or {}).get("num_samples", "?")
+    goals = ", ".join(
+        f"{_e(d)} <b>{_e(m)}</b>" for m, d in zip(run.metrics, run.modes, strict=True)
+    )
     return (
         f"Run directory <code>{_e(run.run_dir)}</code><br>"
-        f"{_e(run.mode)} <b>{_e(run.metric)}</b> &middot; {_e(what)} "
+        f"{goals} &middot; {_e(what)} "
         f"{_e(train.get('model', '')) if train.get('task') else ''} &middot; "
         f"max_epochs {_e(run.max_epochs)} &middot; {_e(budget)} trials &middot; "
         f"searcher {_e(searcher)} &middot; scheduler {_e(sched_text)} &middot; "
@@ -176,10 +183,29 @@ def _best_section(run: analysis.Run) -> str:
     return f'<table id="best">{body}</table>'
 
 
+def _front_section(run: analysis.Run) -> str:
+    """The trials on the Pareto front, each with its metrics' last values and its config."""
+    front = analysis.pareto_front(run)
+    if front.empty:
+        return f"<p>No trial finished with a value of each of {_e(', '.join(run.metrics))}.</p>"
+    goals = ", ".join(f"{d} {m}" for m, d in zip(run.metrics, run.modes, strict=True))
+    return (
+        f"<p>{len(front)} trials no other trial beats on every metric ({_e(goals)}; each "
+        "metric's last value), by the first metric:</p>"
+        + _trials_table(run, "front", front, list(run.metrics))
+    )
+
+
 def _leaderboard_table(run: analysis.Run) -> str:
     board = analysis.leaderboard(run, top=LEADERBOARD_ROWS)
+    return _trials_table(run, "leaderboard", board, ranking_columns(run.metrics))
+
+
+def _trials_table(run: analysis.Run, table_id: str, board: pd.DataFrame, ranking: list[str]) -> str:
+    """Trials: id, status, round, epochs, the `ranking` columns, test_acc and the searched
+    hyperparameters; the best highlighted (the first row, or the Pareto front)."""
     params = [f"param_{n}" for n in run.searched]
-    cols = ["trial_id", "status", "round", "epochs", run.best_col]
+    cols = ["trial_id", "status", "round", "epochs", *ranking]
     cols += [c for c in ("test_acc",) if c in board] + params
     text = {"trial_id", "status"}
     head = '<th class="text">#</th>' + "".join(
@@ -194,9 +220,10 @@ def _leaderboard_table(run: analysis.Run) -> str:
         rows = []
         for rank, (_, row) in enumerate(board.iterrows(), start=1):
             cells = "".join(f"<td{_cls(c in text)}>{_e(_fmt(row.get(c)))}</td>" for c in cols)
-            cls = ' class="best"' if rank == 1 else ""
+            best = bool(row["pareto"]) if "pareto" in board else rank == 1
+            cls = ' class="best"' if best else ""
             rows.append(f'<tr{cls}><td class="text">{rank}</td>{cells}</tr>')
-    return f'<table id="leaderboard"><tr>{head}</tr>{"".join(rows)}</table>'
+    return f'<table id="{table_id}"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
 def _savings(run: analysis.Run) -> str:

@@ -1,11 +1,12 @@
 """What a sweep optimizes and how its trials end: the one definition of the direction of
-optimization (``min`` / ``max``) and of the trial statuses, for the searchers, the Ray seam,
-the tables and the analysis."""
+optimization (``min`` / ``max``), of dominance and the Pareto front when a sweep optimizes
+several metrics, and of the trial statuses, for the searchers, the Ray seam, the tables and the
+analysis."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 Mode = Literal["min", "max"]
@@ -39,3 +40,35 @@ def best(values: Iterable[float | None], mode: Mode) -> float | None:
     if not finite:
         return None
     return min(finite) if mode == "min" else max(finite)
+
+
+def as_tuple(value: str | Sequence[str] | None) -> tuple[str, ...]:
+    """A spec's metric or mode as a tuple: one name, or one per objective."""
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
+def dominates(a: Sequence[float], b: Sequence[float], modes: Sequence[Mode]) -> bool:
+    """Whether `a` is at least as good as `b` on every objective and better on one."""
+    pairs = [(sign(m) * x, sign(m) * y) for x, y, m in zip(a, b, modes, strict=True)]
+    return all(x <= y for x, y in pairs) and any(x < y for x, y in pairs)
+
+
+def pareto_front(points: Sequence[Sequence[float] | None], modes: Sequence[Mode]) -> list[bool]:
+    """Which points no other point dominates: the Pareto front. A point that is None or has a
+    missing or non-finite value is never on it and dominates nothing; equal points on the
+    front are all on it."""
+    oriented = {
+        i: [sign(m) * v for v, m in zip(p, modes, strict=True)]
+        for i, p in enumerate(points)
+        if p is not None and all(v is not None and math.isfinite(v) for v in p)
+    }
+    lower: list[Mode] = ["min"] * len(modes)
+    on, front = [False] * len(points), []
+    # In lexicographic order every dominator of a point comes before it, and a dominated
+    # dominator is dominated by an earlier point of the front: comparing each point with the
+    # front found so far is enough.
+    for i in sorted(oriented, key=oriented.__getitem__):
+        if not any(dominates(q, oriented[i], lower) for q in front):
+            front.append(oriented[i])
+            on[i] = True
+    return on

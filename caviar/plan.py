@@ -198,7 +198,7 @@ def probe(spec: SweepSpec, epochs: int = 2) -> float:
         train, data=data, model=spec.train.model, threads=max(1, int(spec.resources.cpu))
     )
     t0 = time.perf_counter()
-    results = session.run(fn, config, session.Session(spec.metric)).results
+    results = session.run(fn, config, session.Session(spec.metrics[0])).results
     seconds = [r.get("epoch_seconds") for r in results]
     return float(seconds[-1]) if seconds and seconds[-1] else (time.perf_counter() - t0) / epochs
 

@@ -45,10 +45,13 @@ from caviar.storage import Location
 
 class SearcherAdapter(RaySearcher):
     """A caviar `Searcher` as Ray Tune's: suggestions pass through; each trial's outcome (its
-    status by `results.trial_status`, last and best value) reaches `on_trial_complete`."""
+    status by `results.trial_status`, last and best value, and with several metrics each one's
+    last value) reaches `on_trial_complete`."""
 
     def __init__(self, searcher: Searcher, max_epochs: int) -> None:
-        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.metrics = objective.as_tuple(searcher.metric)
+        self.modes = objective.as_tuple(searcher.mode)
+        super().__init__(metric=self.metrics[0], mode=self.modes[0])  # Ray knows one: the first
         # Not `self.searcher`: Ray takes any object with that attribute for a wrapper.
         self.caviar_searcher, self.max_epochs = searcher, max_epochs
         self.last: dict[str, dict] = {}
@@ -61,20 +64,23 @@ class SearcherAdapter(RaySearcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self.last[trial_id] = result
-        value = result.get(self.caviar_searcher.metric)
+        value = result.get(self.metrics[0])
         if isinstance(value, (int, float)) and math.isfinite(value):
             best = self.best.get(trial_id)
-            if best is None or objective.better(value, best, self.caviar_searcher.mode):
+            if best is None or objective.better(value, best, self.modes[0]):
                 self.best[trial_id] = value
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         last = result or self.last.get(trial_id)
         self.last.pop(trial_id, None)
         status = results.trial_status(last, error, self.max_epochs)
-        value = last.get(self.caviar_searcher.metric) if last else None
+        value = last.get(self.metrics[0]) if last else None
         epoch = int(last.get("epoch", 0)) if last else 0
         best = self.best.pop(trial_id, None)
-        self.caviar_searcher.on_trial_complete(trial_id, Outcome(status, value, best, epoch))
+        values = tuple((last or {}).get(m) for m in self.metrics) if len(self.metrics) > 1 else ()
+        self.caviar_searcher.on_trial_complete(
+            trial_id, Outcome(status, value, best, epoch, values)
+        )
 
     # Ray saves this with every experiment snapshot and restores it on `caviar resume`.
     def save(self, checkpoint_path: str) -> None:
@@ -532,6 +538,8 @@ class Recorder:
         if not trials_df.empty:  # in the experiment's order, whatever ended when
             trials_df = trials_df.sort_values("trial_id", key=lambda c: c.map(order), kind="stable")
             trials_df = trials_df.reset_index(drop=True)
+        if len(spec.metrics) > 1:  # over the whole table: a trial ending moves the front
+            trials_df["pareto"] = results.pareto(trials_df, spec.metric, spec.mode)
         results.write_results(
             self.run_dir,
             trials_df,

@@ -28,6 +28,10 @@ from caviar.objective import Mode, Status
 from caviar.session import FINAL
 from caviar.storage import Location
 
+Metrics = str | Sequence[str]
+"""A sweep's metric: one name, or one per metric of a multi-objective sweep."""
+Modes = Mode | Sequence[Mode]
+
 TRIALS_FILE = "trials.parquet"
 HISTORY_FILE = "history.parquet"
 REGIONS_FILE = "regions.parquet"
@@ -138,12 +142,12 @@ def dedupe(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _trial_row(
     rec: TrialRecord,
     last: Mapping[str, Any] | None,
-    best: float | None,
-    metric: str,
+    best: Mapping[str, float | None],
     max_epochs: int,
     rungs: list[float] | None,
 ) -> dict[str, Any]:
-    """A trial's row in trials.parquet, from its last report and its best metric value."""
+    """A trial's row in trials.parquet, from its last report and its best value of each of the
+    sweep's metrics (`best`: metric -> value)."""
     return {
         "trial_id": rec.trial_id,
         "status": "unfinished"
@@ -155,8 +159,7 @@ def _trial_row(
         "stopped_by_asha": rec.stopped_by_asha,  # the column's name before other schedulers
         "rung": None if (rungs := rec.rungs or rungs) is None else _rung(last, rungs),
         **{f"param_{k}": v for k, v in rec.config.items()},
-        metric: last.get(metric) if last else None,
-        f"best_{metric}": best,
+        **{k: v for m, b in best.items() for k, v in ((m, (last or {}).get(m)), (f"best_{m}", b))},
         "node_id": last.get("node_id") if last else None,
         "node_ip": last.get("node_ip") if last else None,
         "hostname": last.get("hostname") if last else None,
@@ -183,19 +186,24 @@ def _typed(trials: list[dict[str, Any]], history: pd.DataFrame) -> tuple[pd.Data
 
 def build_tables(
     records: Iterable[TrialRecord],
-    metric: str,
-    mode: Mode,
+    metric: Metrics,
+    mode: Modes,
     max_epochs: int,
     rungs: list[float] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The two tables. `rungs` are ASHA's milestones in epochs (None without ASHA); a trial's
-    `rung` is the index of the highest one it reached, -1 if it stopped before the first."""
+    """The two tables; `metric` and `mode` are one, or one per metric of the sweep. `rungs` are
+    ASHA's milestones in epochs (None without ASHA); a trial's `rung` is the index of the
+    highest one it reached, -1 if it stopped before the first."""
     trials, history = [], []
     for rec in records:
         rows = dedupe(rec.history)
-        numbers = (r.get(metric) for r in rows)
-        best = objective.best((float(v) for v in numbers if isinstance(v, (int, float))), mode)
-        trials.append(_trial_row(rec, rows[-1] if rows else None, best, metric, max_epochs, rungs))
+        best = {
+            m: objective.best(
+                (float(v) for r in rows if isinstance(v := r.get(m), (int, float))), d
+            )
+            for m, d in _objectives(metric, mode)
+        }
+        trials.append(_trial_row(rec, rows[-1] if rows else None, best, max_epochs, rungs))
         history.extend(
             {"trial_id": rec.trial_id, **{k: v for k, v in r.items() if k not in _RAY_KEYS}}
             for r in rows
@@ -236,8 +244,8 @@ class TrialDir:
 
 def collect(
     trials: Sequence[TrialDir],
-    metric: str,
-    mode: Mode,
+    metric: Metrics,
+    mode: Modes,
     max_epochs: int,
     rungs: list[float] | None = None,
     fast: bool = True,
@@ -257,7 +265,11 @@ def collect(
 
 
 def _collect_columns(
-    trials: Sequence[TrialDir], metric: str, mode: Mode, max_epochs: int, rungs: list[float] | None
+    trials: Sequence[TrialDir],
+    metric: Metrics,
+    mode: Modes,
+    max_epochs: int,
+    rungs: list[float] | None,
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """`collect` in columns: all result.json bytes parsed by one `pyarrow.json.read_json` (C++,
     instead of a `json.loads` per line: 4x faster on 1,000 trials x 50 epochs, see
@@ -285,7 +297,7 @@ def _collect_columns(
         errors[t.trial_id] = error
     ids = [t.trial_id for t in kept]
     last: dict[str, dict[str, Any]] = {}
-    best: dict[str, float | None] = {}
+    best: dict[str, dict[str, float | None]] = {m: {} for m, _ in _objectives(metric, mode)}
     if not sum(counts):
         history = pd.DataFrame(columns=["trial_id", "epoch"])
     else:
@@ -312,17 +324,17 @@ def _collect_columns(
         ends = np.flatnonzero(np.r_[row_trial[1:] != row_trial[:-1], True])
         for t, row in zip(row_trial[ends], rows.take(ends).to_pylist(), strict=True):
             last[ids[t]] = {k: v for k, v in row.items() if v is not None}
-        if metric in rows.column_names:
-            values = pd.to_numeric(rows.column(metric).to_pandas(), errors="coerce")
-            grouped = values.where(np.isfinite(values)).groupby(row_trial)
-            by_trial = grouped.max() if mode == "max" else grouped.min()
-            best = {ids[t]: None if pd.isna(v) else float(v) for t, v in by_trial.items()}
+        for m, d in _objectives(metric, mode):
+            if m in rows.column_names:
+                values = pd.to_numeric(rows.column(m).to_pandas(), errors="coerce")
+                grouped = values.where(np.isfinite(values)).groupby(row_trial)
+                by_trial = grouped.max() if d == "max" else grouped.min()
+                best[m] = {ids[t]: None if pd.isna(v) else float(v) for t, v in by_trial.items()}
     rows_out = [
         _trial_row(
             t.record([], errors[t.trial_id]),
             last.get(t.trial_id),
-            best.get(t.trial_id),
-            metric,
+            {m: by_trial.get(t.trial_id) for m, by_trial in best.items()},
             max_epochs,
             rungs,
         )
@@ -450,12 +462,15 @@ def check_schema(path: Location) -> None:
 
 
 def earlier_trials(
-    run_dirs: Sequence[str], space: Any, metric: str
+    run_dirs: Sequence[str], space: Any, metric: Metrics
 ) -> tuple[list[tuple[dict[str, Any], Any]], int]:
     """The finished trials of earlier sweeps as (config, `Outcome`) pairs for a searcher's
     warm start, and how many were skipped: those outside `space` (a value no domain of it
     gives, a fixed value that differs, a parameter missing) or not finished."""
     from caviar.searchers.base import Outcome
+
+    metrics = objective.as_tuple(metric)
+    metric = metrics[0]
 
     found, skipped = [], 0
     for run_dir in run_dirs:
@@ -471,6 +486,7 @@ def earlier_trials(
                 skipped += 1
                 continue
             value, best = row.get(metric), row.get(f"best_{metric}")
+            values = [row.get(m) for m in metrics] if len(metrics) > 1 else []
             found.append(
                 (
                     config,
@@ -479,6 +495,7 @@ def earlier_trials(
                         None if not _is_value(value) else float(value),
                         None if not _is_value(best) else float(best),
                         int(row["epochs"]),
+                        tuple(float(v) if _is_value(v) else None for v in values),
                     ),
                 )
             )
@@ -489,11 +506,50 @@ def _is_value(x: Any) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x)) and x is not pd.NA
 
 
+def _objectives(metric: Metrics, mode: Modes) -> list[tuple[str, Mode]]:
+    """(metric, mode) of each of a sweep's metrics."""
+    return list(zip(objective.as_tuple(metric), objective.as_tuple(mode), strict=True))  # type: ignore[arg-type]
+
+
+def pareto(trials: pd.DataFrame, metric: Metrics, mode: Modes) -> pd.Series:
+    """trials.parquet's ``pareto``: whether a trial that ranks (`objective.RANKED`) is on the
+    Pareto front of those trials, by each metric's last value and its mode."""
+    objectives = _objectives(metric, mode)
+    if trials.empty or any(m not in trials for m, _ in objectives):
+        return pd.Series(False, index=trials.index, dtype=bool)
+    values = trials[[m for m, _ in objectives]].apply(pd.to_numeric, errors="coerce")
+    ranks = trials["status"].isin(objective.RANKED)
+    points = [
+        tuple(p) if r else None for r, p in zip(ranks, values.itertuples(index=False), strict=True)
+    ]
+    front = objective.pareto_front(points, [d for _, d in objectives])
+    return pd.Series(front, index=trials.index, dtype=bool)
+
+
+def ranking_columns(metric: Metrics) -> list[str]:
+    """The columns `leaderboard` ranks by: ``best_<metric>``; with several metrics, ``pareto``
+    and each metric's last value."""
+    metrics = objective.as_tuple(metric)
+    return [f"best_{metrics[0]}"] if len(metrics) == 1 else ["pareto", *metrics]
+
+
 def leaderboard(
-    trials: pd.DataFrame, metric: str, mode: Mode, top: int | None = None
+    trials: pd.DataFrame, metric: Metrics, mode: Modes, top: int | None = None
 ) -> pd.DataFrame:
-    """The trials that rank (`objective.RANKED`) by their best metric, best first."""
-    col = f"best_{metric}"
-    ok = trials[trials["status"].isin(objective.RANKED) & trials[col].notna()]
-    ranked = ok.sort_values(col, ascending=(mode == "min"), kind="stable")
+    """The trials that rank (`objective.RANKED`) by their best metric, best first. With
+    several metrics, those with a value of each: the Pareto front first (the ``pareto``
+    column, computed when the table has none), each part by the first metric's last value."""
+    metrics, modes = objective.as_tuple(metric), objective.as_tuple(mode)
+    if len(metrics) == 1:
+        col = f"best_{metrics[0]}"
+        ok = trials[trials["status"].isin(objective.RANKED) & trials[col].notna()]
+        ranked = ok.sort_values(col, ascending=(modes[0] == "min"), kind="stable")
+    else:
+        if "pareto" not in trials:
+            trials = trials.assign(pareto=pareto(trials, metrics, modes))
+        have = trials.reindex(columns=list(metrics)).notna().all(axis=1)
+        ok = trials[trials["status"].isin(objective.RANKED) & have]
+        ranked = ok.sort_values(
+            ["pareto", metrics[0]], ascending=[False, modes[0] == "min"], kind="stable"
+        )
     return ranked.head(top) if top else ranked

@@ -11,21 +11,24 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
-from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
 from pydantic.dataclasses import dataclass
 
-from caviar import schedulers
+from caviar import objective, schedulers
 from caviar import train as builtin
 from caviar.errors import SpecError, did_you_mean
+from caviar.objective import Mode
 from caviar.searchers import SEARCHERS, options_class, searcher_class
 from caviar.space import Choice, Domain, Fixed, Float, Space, parse_space
 
 _STRICT = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 MAX_TRIALS = 100_000
 MAX_EPOCHS = 10_000  # without a time budget
+PLACEHOLDER = re.compile(r"<[^<>]*>")
+"""A value in angle brackets: what `caviar import` could not know, for the user to fill in."""
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
@@ -97,11 +100,36 @@ class SearcherSpec:
     """Run directories of earlier sweeps whose trials the searcher learns from first."""
 
 
+def _metric(value: Any) -> str | tuple[str, ...]:
+    """One metric's name, or a list of several (a multi-objective sweep), kept as a tuple."""
+    if isinstance(value, str):
+        return value
+    names = list(value) if isinstance(value, (list, tuple)) else []
+    if len(set(names)) == len(names) >= 2 and all(isinstance(n, str) and n for n in names):
+        return tuple(names)
+    raise ValueError(
+        "expected a metric's name, or a list of 2 or more different names (a sweep of "
+        "several metrics)"
+    )
+
+
+def _mode(value: Any) -> Mode | tuple[Mode, ...]:
+    """min or max, or a list of them: one per metric."""
+    if value in ("min", "max"):
+        return value
+    several = isinstance(value, (list, tuple))
+    if several and len(value) >= 2 and all(v in ("min", "max") for v in value):
+        return tuple(value)
+    raise ValueError("expected 'min' or 'max'" + (" for each metric" if several else ""))
+
+
 @dataclass(frozen=True, config=_STRICT)
 class SweepSpec:
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
-    metric: str
-    mode: Literal["min", "max"]
+    metric: Annotated[str | tuple[str, ...], PlainValidator(_metric)]
+    """What the sweep optimizes; a list of several metrics optimizes them all (`metrics`)."""
+    mode: Annotated[Mode | tuple[Mode, ...], PlainValidator(_mode)]
+    """min or max; one per metric for several."""
     train: TrainSpec
     space: Space
     searcher: SearcherSpec = SearcherSpec()
@@ -114,6 +142,17 @@ class SweepSpec:
     seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 0
     """Restarts of a failed trial, each from its latest checkpoint, before it ends as error."""
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the sweep optimizes: one, or several (a multi-objective sweep: its
+        trials are ranked by Pareto dominance; the first is the one Ray and the progress
+        lines show)."""
+        return objective.as_tuple(self.metric)
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return objective.as_tuple(self.mode)  # type: ignore[return-value]
 
     def trial_space(self) -> Space:
         """What a trial's config holds: max_epochs, the fixed values, then the searched space."""
@@ -163,8 +202,21 @@ def parse_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_Loader)
 
 
+class FlowMap(dict):
+    """A mapping `dump_yaml` writes on one line, as specs write domains: {uniform: [0, 1]}."""
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(
+    FlowMap, lambda d, m: d.represent_mapping("tag:yaml.org,2002:map", m, flow_style=True)
+)
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False)
 
 
 # --- validation ---------------------------------------------------------------------------
@@ -172,13 +224,20 @@ def dump_yaml(data: Any) -> str:
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec file."""
-    return parse_spec(read_yaml(path))
+    return parse_spec(read_yaml(path), source=str(path))
 
 
-def parse_spec(raw: Any) -> SweepSpec:
-    """Validate a spec given as plain data; raise `SpecError` listing every problem."""
+def parse_spec(raw: Any, source: str = "FILE") -> SweepSpec:
+    """Validate a spec given as plain data; raise `SpecError` listing every problem. `source`
+    names the file in the advice for a file of another tool."""
     if not isinstance(raw, Mapping):
         raise SpecError(f"spec: expected a mapping of keys, found {type(raw).__name__}")
+    if "method" in raw and "parameters" in raw and "space" not in raw:
+        # Every other problem would only follow from the file being another tool's.
+        raise SpecError(
+            "spec: this looks like a W&B sweep config (top-level method and parameters, no "
+            f"space); convert it with: caviar import wandb {source}"
+        )
     raw = dict(raw)
     problems: list[str] = []
 
@@ -196,9 +255,14 @@ def parse_spec(raw: Any) -> SweepSpec:
         space, space_problems = parse_space(space_raw)
         problems.extend(space_problems)
 
-    scheduler = _parse_scheduler(raw.pop("scheduler", None) or {}, problems)
+    # Several metrics: no early stopping (see `_several_metrics`), and by default a searcher
+    # that takes several.
+    several = isinstance(raw.get("metric"), (list, tuple))
+    scheduler = _parse_scheduler(
+        raw.pop("scheduler", None) or ({"name": "fifo"} if several else {}), problems
+    )
     # PBT explores configurations itself: its initial population is drawn at random.
-    default = "random" if scheduler.name == "pbt" else SearcherSpec.name
+    default = "random" if scheduler.name == "pbt" or several else SearcherSpec.name
     searcher = _parse_searcher(raw.pop("searcher", None) or {"name": default}, problems)
 
     fields = {
@@ -361,19 +425,33 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
                 f"train.model: unknown model '{t.model}'{did_you_mean(t.model, builtin.MODELS)} "
                 f"(expected one of {', '.join(builtin.MODELS)})"
             )
-        if valid("metric") and spec.metric not in builtin.METRICS:
-            problems.append(
-                f"metric: the built-in train function does not report '{spec.metric}'"
-                f"{did_you_mean(spec.metric, builtin.METRICS)} "
-                f"(it reports {', '.join(builtin.METRICS)})"
-            )
-        if spec.metric == "test_acc":
+        for metric in spec.metrics if valid("metric") else ():
+            if metric not in builtin.METRICS and not PLACEHOLDER.fullmatch(metric):
+                problems.append(
+                    f"metric: the built-in train function does not report '{metric}'"
+                    f"{did_you_mean(metric, builtin.METRICS)} "
+                    f"(it reports {', '.join(builtin.METRICS)})"
+                )
+        if "test_acc" in spec.metrics:
             problems.append(
                 "metric: test_acc scores the test split, which must never pick trials; "
                 "use val_acc or val_loss"
             )
         problems.extend(_check_builtin_values(spec, read_data=valid("train.data", "train.label")))
-    if t.function is not None and not re.fullmatch(r"[\w.]+:\w+", t.function):
+    for where, value, what in (
+        ("metric", spec.metrics[0], "the metric your train function reports"),
+        (
+            "train.function",
+            t.function,
+            '"module:function" (e.g. mytrain:train), the function that takes the config dict '
+            "and reports with caviar.report or ray.tune.report",
+        ),
+    ):
+        if value and PLACEHOLDER.fullmatch(value):
+            problems.append(
+                f"{where}: {value} is a placeholder left by caviar import; write {what}"
+            )
+    if t.function is not None and not re.fullmatch(r"[\w.]+:\w+|<[^<>]*>", t.function):
         problems.append(
             f'train.function: expected "module:function" (e.g. mytrain:train), found {t.function!r}'
         )
@@ -389,6 +467,8 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
         problems.extend(
             cls.check(spec.trial_space(), spec.searcher.options, spec.budget.num_samples)
         )
+    if valid("metric"):
+        problems.extend(_several_metrics(spec, mode_valid=valid("mode")))
     if spec.scheduler.name == "pbt" and spec.searcher.name != "random":
         problems.append(
             f"searcher.name: scheduler pbt explores configurations itself and takes its "
@@ -419,6 +499,39 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
             f"found {getattr(spec.scheduler.options, first)}"
         )
     return problems
+
+
+def _several_metrics(spec: SweepSpec, mode_valid: bool) -> list[str]:
+    """A mode per metric; with several metrics, a searcher that searches several, and no
+    early stopping: a trial behind on one metric at an early rung may lead on another at the
+    end, so every trial trains to the end (as Optuna prunes no multi-objective study)."""
+    metrics, n = ", ".join(spec.metrics), len(spec.metrics)
+    problems = []
+    if mode_valid and n != len(spec.modes):
+        want = f"{n} modes, one per metric ({metrics})" if n > 1 else "'min' or 'max'"
+        problems.append(f"mode: expected {want}, found {_plain(spec.mode)!r}")
+    if n == 1:
+        return problems
+    name = spec.searcher.name
+    if spec.searcher.options is not None and not searcher_class(name).MULTI_OBJECTIVE:
+        able = [s for s in SEARCHERS if searcher_class(s).MULTI_OBJECTIVE]
+        problems.append(
+            f"searcher.name: searcher '{name}' optimizes one metric, and this sweep has {n} "
+            f"({metrics}); use one that searches several: {', '.join(able)}"
+        )
+    if spec.scheduler.name != "fifo":
+        problems.append(
+            f"scheduler.name: scheduler '{spec.scheduler.name}' stops trials early by one "
+            f"metric, and this sweep has {n} ({metrics}): a trial behind on one early may "
+            "lead on another at the end, so every trial trains to the end (Optuna prunes no "
+            "multi-objective study either); use scheduler fifo, or leave the scheduler out"
+        )
+    return problems
+
+
+def _plain(value: Any) -> Any:
+    """A tuple of the spec as the list it was written as."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _candidates(d: Domain) -> list[Any]:
@@ -516,6 +629,7 @@ def _field_names(cls: type, loc: tuple[str, ...]) -> list[str]:
 def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
     """The resolved spec as plain data, in the shape it is written (for spec.yaml)."""
     out = dataclasses.asdict(spec)
+    out["metric"], out["mode"] = _plain(spec.metric), _plain(spec.mode)
     out["space"] = spec.space.to_raw()
     for section in ("searcher", "scheduler"):
         part = getattr(spec, section)

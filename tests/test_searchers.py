@@ -254,7 +254,7 @@ def test_coarse_to_fine_waits_for_the_round_to_end():
         ),
         (
             {"name": "nope"},
-            r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, optuna_tpe, optuna_cmaes, or 'module:Class'\)",
+            r"searcher.name: unknown searcher 'nope' \(expected one of random, grid, tpe, coarse_to_fine, optuna_tpe, optuna_cmaes, optuna_motpe, optuna_nsga2, or 'module:Class'\)",
         ),
     ],
 )

@@ -4,6 +4,7 @@
 
     run = analysis.load("caviar_runs/quickstart-20261123-170612")   # a path or a URI
     analysis.leaderboard(run, top=10)        # trials that rank, best first (as `caviar results`)
+    analysis.pareto_front(run)               # several metrics: the trials no other beats on all
     analysis.plot_learning_curves(run)       # every plot returns a matplotlib Figure
     analysis.importance(run)                 # pandas Series, most important parameter first
     analysis.stopping_summary(run)           # the scheduler's rungs and what stopping early saved
@@ -64,6 +65,7 @@ from caviar.analysis.plots import (
     plot_metric_by_round,
     plot_parallel_coordinates,
     plot_param_effects,
+    plot_pareto_front,
     plot_regions,
     plot_rung_survival,
 )
@@ -82,6 +84,7 @@ from caviar.analysis.tables import (
     importance,
     leaderboard,
     outcomes,
+    pareto_front,
     scheduler_label,
     scheduler_rungs,
     status_counts,
@@ -117,12 +120,14 @@ __all__ = [
     "load",
     "load_model",
     "outcomes",
+    "pareto_front",
     "plot_importance",
     "plot_learning_curves",
     "plot_lr_batch_interaction",
     "plot_metric_by_round",
     "plot_parallel_coordinates",
     "plot_param_effects",
+    "plot_pareto_front",
     "plot_regions",
     "plot_rung_survival",
     "read_spec",

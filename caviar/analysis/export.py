@@ -37,7 +37,9 @@ class ModelFileError(CaviarError):
 
 @dataclass(frozen=True)
 class Best:
-    """The best trial by the spec's metric and mode: the top of `leaderboard`."""
+    """The best trial by the spec's metric and mode: the top of `leaderboard`. In a run of
+    several metrics, one trial of the Pareto front, by its last epoch (the values that put it
+    there): `metric` is the first metric, and `value` its last value."""
 
     trial_id: str
     config: dict[str, Any]
@@ -60,9 +62,14 @@ class Best:
     checkpoint_epoch: int | None
 
 
-def best(run: Run) -> Best:
-    """The best trial; RunDirError when no trial finished with a metric value."""
-    board = leaderboard(run, top=1)
+def best(run: Run, trial_id: str | None = None) -> Best:
+    """The best trial, or the trial `trial_id` of the leaderboard (one of the Pareto front);
+    RunDirError when no trial finished with a metric value."""
+    board = leaderboard(run)
+    if trial_id is not None:
+        board = board[board["trial_id"].astype(str) == trial_id]
+        if board.empty:
+            raise RunDirError(f"{run.run_dir}: trial {trial_id} is not among the trials that rank")
     if board.empty:
         raise RunDirError(_no_best_message(run))
     row = board.iloc[0]
@@ -74,8 +81,11 @@ def best(run: Run) -> Best:
     }
     h = run.history[run.history["trial_id"].astype(str) == trial_id]
     h = h[h[run.metric].notna()]
+    several = len(run.metrics) > 1
     best_epoch = None
-    if len(h):
+    if several:
+        best_epoch = int(row["epochs"])
+    elif len(h):
         i = (objective.sign(run.mode) * h[run.metric]).idxmin()
         best_epoch = int(h.loc[i, "epoch"])
     checkpoint, checkpoint_epoch = _pick_checkpoint(run, trial_id, best_epoch)
@@ -84,7 +94,7 @@ def best(run: Run) -> Best:
         trial_id=trial_id,
         config=config,
         metric=run.metric,
-        value=float(row[run.best_col]),
+        value=float(row[run.metric if several else run.best_col]),
         mode=run.mode,
         test_acc=None if _is_missing(test_acc) else float(test_acc),
         status=str(row["status"]),
@@ -155,13 +165,14 @@ def _pick_checkpoint(run: Run, trial_id: str, epoch: int | None) -> tuple[str | 
     return (trial_dir / name).uri, epoch_of.get(name)
 
 
-def export_best(run: Run, out_dir: str | Path) -> Path:
-    """Write the best trial's model to ``<out_dir>/<run name>-<trial id>.pt``, one file that
-    `load_model` reads without the run directory. Built-in train function only. When the
+def export_best(run: Run, out_dir: str | Path, trial_id: str | None = None) -> Path:
+    """Write the best trial's model (or that of `trial_id`, as `best` takes it) to
+    ``<out_dir>/<run name>-<trial id>.pt``, one file that `load_model` reads without the run
+    directory. Built-in train function only. When the
     checkpoint carries the input standardization (``arch["input_mean"]`` and
     ``arch["input_std"]``, as the built-in train function's do), the file carries it too and
     the loaded model applies it to raw inputs."""
-    b = best(run)
+    b = best(run, trial_id)
     if b.checkpoint is None:
         raise RunDirError(
             f"{run.run_dir}: the best trial {b.trial_id} left no checkpoint under "

@@ -499,6 +499,35 @@ def plot_lr_batch_interaction(run: Run, x: str = "lr", y: str = "batch_size") ->
     return fig
 
 
+def plot_pareto_front(run: Run) -> Figure:
+    """A run of several metrics: the first two, one against the other, for every trial that
+    ranks (by each metric's last value); the Pareto front highlighted and connected."""
+    title = "Pareto front"
+    if len(run.metrics) < 2:
+        return _no_data(title, f"this run optimizes one metric, {run.metric}")
+    board = leaderboard(run)
+    (x, y), (mx, my) = run.metrics[:2], run.modes[:2]
+    if board.empty:
+        return _no_data(title, f"no trial finished with a value of {', '.join(run.metrics)}")
+    on = board["pareto"].astype(bool)
+    front, rest = board[on].sort_values(x, kind="stable"), board[~on]
+    fig, axes = _figure(width=7.0, height=4.8)
+    ax = axes[0, 0]
+    ax.scatter(rest[x], rest[y], s=22, color="#9a9a9a", label=f"dominated ({len(rest)})")
+    ax.plot(front[x], front[y], "-o", color="#d62728", label=f"Pareto front ({len(front)})")
+    for axis, name in (("x", x), ("y", y)):
+        values = board[name].to_numpy(dtype=float)
+        if values.min() > 0 and values.max() > 30 * values.min():  # several decades: log
+            getattr(ax, f"set_{axis}scale")("log")
+    ax.set_xlabel(f"{x} ({mx} is better)")
+    ax.set_ylabel(f"{y} ({my} is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", frameon=False)
+    by = "" if len(run.metrics) == 2 else f" (front by all {len(run.metrics)} metrics)"
+    ax.set_title(f"{title}: {len(front)} of {len(board)} trials{by}")
+    return fig
+
+
 PLOTS = (
     plot_learning_curves,
     plot_param_effects,
@@ -509,4 +538,5 @@ PLOTS = (
     plot_metric_by_round,
     plot_lr_batch_interaction,
 )
-"""Every plot, in the order the report shows them."""
+"""Every plot, in the order the report shows them (after `plot_pareto_front`, for a run of
+several metrics)."""

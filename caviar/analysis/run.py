@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from caviar import results, schedulers
+from caviar import objective, results, schedulers
 from caviar.errors import RunDirError
 from caviar.objective import Mode
 from caviar.space import Domain, Fixed, parse_space
@@ -23,7 +23,8 @@ _REGION_COLUMNS = ["round", "param", "kind", "low", "high", "values"]
 @dataclass(frozen=True, eq=False)
 class Run:
     """One run directory's results. ``regions`` is empty unless the searcher was
-    coarse_to_fine; ``spec`` is the resolved spec as written to spec.yaml."""
+    coarse_to_fine; ``spec`` is the resolved spec as written to spec.yaml. ``metric`` and
+    ``mode`` are the first metric's of a sweep of several (``metrics``, ``modes``)."""
 
     run_dir: str
     trials: pd.DataFrame
@@ -38,6 +39,15 @@ class Run:
     @property
     def best_col(self) -> str:
         return f"best_{self.metric}"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Every metric the sweep optimized: one, or several (a multi-objective sweep)."""
+        return objective.as_tuple(self.spec.get("metric") or self.metric)
+
+    @property
+    def modes(self) -> tuple[Mode, ...]:
+        return objective.as_tuple(self.spec.get("mode") or self.mode)  # type: ignore[return-value]
 
     @property
     def searched(self) -> list[str]:
@@ -90,20 +100,25 @@ def load(run_dir: str | Path | Location) -> Run:
         else pd.DataFrame(columns=_REGION_COLUMNS)
     )
     spec = read_spec(loc)
-    metric, mode = spec.get("metric"), spec.get("mode")
-    if not metric or mode not in get_args(Mode):
+    metrics, modes = objective.as_tuple(spec.get("metric")), objective.as_tuple(spec.get("mode"))
+    if (
+        not all(metrics)
+        or len(metrics) != len(modes)
+        or not all(mode in get_args(Mode) for mode in modes)
+    ):
         raise RunDirError(
-            f"{loc.uri}: spec.yaml needs metric and mode (min or max), found metric={metric!r} "
-            f"and mode={mode!r}"
+            f"{loc.uri}: spec.yaml needs metric and mode (min or max), found "
+            f"metric={spec.get('metric')!r} and mode={spec.get('mode')!r}"
         )
+    (metric, *_), (mode, *_) = metrics, modes
     parsed, _ = parse_space(spec.get("space") or {})
     space = dict(parsed.domains)
     for name, raw in (spec.get("space") or {}).items():
         space.setdefault(name, Fixed(raw))  # a form this version does not know: shown, not scaled
     return Run(
         loc.uri,
-        _normalize_trials(trials, metric),
-        _normalize_history(history, metric),
+        _normalize_trials(trials, metrics),
+        _normalize_history(history, metrics),
         regions,
         spec,
         metric,
@@ -143,7 +158,7 @@ def read_spec(loc: Location) -> dict[str, Any]:
     return spec
 
 
-def _normalize_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _normalize_trials(trials: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     """The columns every function here relies on, present with a usable type even in a sweep
     whose trials all failed (the metric columns are then all null)."""
     trials = trials.copy()
@@ -152,19 +167,21 @@ def _normalize_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
             trials[col] = pd.Series(dtype=dtype, index=trials.index)
     if "epochs" not in trials:
         trials["epochs"] = pd.Series(0, dtype="int64", index=trials.index)
-    for col in (metric, f"best_{metric}", "test_acc", "wall_time_s"):
-        if col in trials or col in (metric, f"best_{metric}"):
+    own = [c for m in metrics for c in (m, f"best_{m}")]
+    for col in (*own, "test_acc", "wall_time_s"):
+        if col in trials or col in own:
             trials[col] = pd.to_numeric(trials.get(col), errors="coerce").astype("float64")
     return trials
 
 
-def _normalize_history(history: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _normalize_history(history: pd.DataFrame, metrics: tuple[str, ...]) -> pd.DataFrame:
     history = history.copy()
     if "trial_id" not in history:
         history["trial_id"] = pd.Series(dtype="string", index=history.index)
     if "epoch" not in history:
         history["epoch"] = pd.Series(dtype="int64", index=history.index)
-    if metric not in history:
-        history[metric] = np.nan
-    history[metric] = pd.to_numeric(history[metric], errors="coerce").astype("float64")
+    for metric in metrics:
+        if metric not in history:
+            history[metric] = np.nan
+        history[metric] = pd.to_numeric(history[metric], errors="coerce").astype("float64")
     return history

@@ -37,8 +37,17 @@ SCHEDULER_LABELS = {
 
 def leaderboard(run: Run, top: int | None = None) -> pd.DataFrame:
     """The trials that rank (`caviar.objective.RANKED`) by their best metric, best first (as
-    `caviar results`)."""
-    return results.leaderboard(run.trials, run.metric, run.mode, top)
+    `caviar results`); with several metrics, the Pareto front first (`results.leaderboard`)."""
+    return results.leaderboard(run.trials, run.metrics, run.modes, top)
+
+
+def pareto_front(run: Run) -> pd.DataFrame:
+    """The trials on the Pareto front of a run of several metrics, by the first metric (as
+    `caviar best` lists them); empty for a run of one metric."""
+    if len(run.metrics) < 2:
+        return run.trials.iloc[:0]
+    board = leaderboard(run)
+    return board[board["pareto"].astype(bool)]
 
 
 def status_counts(run: Run) -> pd.Series:

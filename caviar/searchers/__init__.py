@@ -14,6 +14,8 @@ SEARCHERS: dict[str, str] = {
     "coarse_to_fine": "caviar.searchers.coarse_to_fine:CoarseToFineSearcher",
     "optuna_tpe": "caviar.searchers.optuna:OptunaTPESearcher",
     "optuna_cmaes": "caviar.searchers.optuna:OptunaCmaEsSearcher",
+    "optuna_motpe": "caviar.searchers.optuna:OptunaMOTPESearcher",
+    "optuna_nsga2": "caviar.searchers.optuna:OptunaNSGA2Searcher",
 }
 
 

@@ -7,7 +7,9 @@ Contract:
 
 - The driver builds it once per sweep as ``cls(space, metric, mode, num_samples, seed,
   options)`` where ``options`` is the searcher's own frozen ``Options`` dataclass (validated
-  from the spec by `caviar.spec`).
+  from the spec by `caviar.spec`). A sweep of several metrics passes ``metric`` and ``mode``
+  as tuples, one entry per metric, and only to a searcher whose ``MULTI_OBJECTIVE`` is true
+  (`caviar.spec` refuses the others); it learns from `Outcome.objectives`.
 - ``suggest(trial_id)`` is called whenever a trial slot is free. It returns the complete
   config for that trial (every name in the space, fixed values included), or ``None`` for
   "nothing yet, ask again later" (for example while a round is still running). It is called
@@ -24,6 +26,7 @@ Contract:
 from __future__ import annotations
 
 import math
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -41,21 +44,32 @@ class Outcome:
     sweep's mode (both None if the trial never reported); ``epoch`` is the last epoch reported.
     An early-stopped trial carries the value at the epoch ASHA stopped it; a diverged or
     errored trial may carry values from before the fault but should rank behind every healthy
-    trial.
+    trial. With several metrics, ``value`` and ``best`` are the first metric's and ``values``
+    holds each metric's value at the last epoch (empty for one metric).
     """
 
     status: Status
     value: float | None = None
     best: float | None = None
     epoch: int = 0
+    values: tuple[float | None, ...] = ()
 
     @property
     def usable(self) -> bool:
         return self.status in objective.HEALTHY and _finite(self.value)
 
+    @property
+    def objectives(self) -> tuple[float, ...] | None:
+        """What a multi-objective searcher learns from: every metric's value at the last
+        epoch (as Optuna takes a completed trial's), or None, a failed trial, when the trial
+        ended in a fault or misses a metric."""
+        if self.status in objective.HEALTHY and self.values and all(map(_finite, self.values)):
+            return tuple(float(v) for v in self.values)  # type: ignore[arg-type]
+        return None
+
 
 def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
+    return isinstance(x, numbers.Real) and math.isfinite(x)  # a reported string is no number
 
 
 @dataclass(frozen=True)
@@ -67,12 +81,14 @@ class Searcher(ABC):
     """Proposes configurations and learns from finished trials. See the module docstring."""
 
     Options: ClassVar[type] = NoOptions
+    MULTI_OBJECTIVE: ClassVar[bool] = False
+    """Whether it can search a sweep of several metrics (see the module docstring)."""
 
     def __init__(
         self,
         space: Space,
-        metric: str,
-        mode: Mode,
+        metric: str | tuple[str, ...],
+        mode: Mode | tuple[Mode, ...],
         num_samples: int,
         seed: int = 0,
         options: Any = None,

@@ -48,6 +48,7 @@ def grid(space: Space, points: int | None) -> list[dict[str, Any]]:
 
 class GridSearcher(Searcher):
     Options = GridOptions
+    MULTI_OBJECTIVE = True  # it learns nothing, whatever the sweep optimizes
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -1,4 +1,5 @@
-"""Optuna's TPE and CMA-ES samplers, through its ask-and-tell API.
+"""Optuna's TPE and CMA-ES samplers, and for sweeps of several metrics its NSGA-II and
+multi-objective TPE, through its ask-and-tell API.
 
 Like `tpe`, Optuna sees the unit cube: every numeric dimension is a ``FloatDistribution(0, 1)``
 mapped to a value by the domain's own `from_unit`, and every choice a categorical over its
@@ -21,6 +22,11 @@ Each caviar trial is one Optuna trial: `suggest` asks for it, `on_trial_complete
 - diverged, errored or without a finite value: FAIL, which both samplers leave out of their
   models (caviar's `tpe` gives a diverged trial the worst loss seen instead).
 
+With several metrics the study has one direction per metric, and a trial is COMPLETE with
+every metric's value at its last epoch (`Outcome.objectives`), as Optuna takes a completed
+trial's, or FAIL when it ended in a fault or misses a metric. Optuna prunes no multi-objective
+study, and caviar's spec allows no early stopping with several metrics.
+
 The whole state is the in-memory study (trials, the sampler and its random state) together with
 the trial id -> Optuna trial map, pickled as one object so the map's trials stay the study's.
 
@@ -32,8 +38,10 @@ the packages are installed without importing them.
 from __future__ import annotations
 
 import importlib.util
+import io
 import math
 import pickle
+import threading
 import warnings
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -43,6 +51,7 @@ import numpy as np
 from pydantic import Field
 
 from caviar.errors import CaviarError
+from caviar.objective import as_tuple
 from caviar.searchers.base import Outcome, Searcher
 from caviar.space import Choice, Fixed, Space
 
@@ -57,11 +66,34 @@ class OptunaTPEOptions:
 
 
 @dataclass(frozen=True)
+class OptunaMOTPEOptions:
+    n_startup: Annotated[int, Field(ge=1)] = 10
+    """Random trials before TPE starts modelling (Optuna's n_startup_trials)."""
+
+
+@dataclass(frozen=True)
+class OptunaNSGA2Options:
+    population_size: Annotated[int, Field(ge=2)] = 50
+    """Trials per generation; the first generation is random."""
+
+
+@dataclass(frozen=True)
 class OptunaCmaEsOptions:
     n_startup: Annotated[int, Field(ge=1)] = 1
     """Random trials before CMA-ES starts (Optuna's n_startup_trials)."""
     popsize: Annotated[int, Field(ge=2)] | None = None
     """Trials per generation; default 4 + floor(3 ln d) for d numeric dimensions."""
+
+
+class _Pickler(pickle.Pickler):
+    """pickle, with a threading lock pickled as a new one: Optuna's genetic samplers (NSGA-II)
+    hold one, over their generation cache."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        return (threading.Lock, ()) if isinstance(obj, _LOCK) else NotImplemented
+
+
+_LOCK = type(threading.Lock())
 
 
 def _require(searcher: str, packages: tuple[str, ...]) -> None:
@@ -102,7 +134,7 @@ class _OptunaSearcher(Searcher):
             for n, d in self._dims
         }
         self.study = optuna.create_study(
-            direction="maximize" if self.mode == "max" else "minimize",
+            directions=[{"max": "maximize", "min": "minimize"}[m] for m in as_tuple(self.mode)],
             sampler=self._sampler(),
         )
         self.trials: dict[str, optuna.trial.Trial] = {}
@@ -131,10 +163,10 @@ class _OptunaSearcher(Searcher):
         trial = self.trials.pop(trial_id, None)
         if trial is None:
             return
-        state, value = _told(outcome)
+        state, values = self._told(outcome)
         if state.name == "PRUNED":
-            trial.report(value, outcome.epoch)
-        self.study.tell(trial, value if state.name == "COMPLETE" else None, state=state)
+            trial.report(values[0], outcome.epoch)
+        self.study.tell(trial, values if state.name == "COMPLETE" else None, state=state)
 
     def observe(self, config: dict[str, Any], outcome: Outcome) -> None:
         import optuna
@@ -160,38 +192,50 @@ class _OptunaSearcher(Searcher):
                     return  # outside this space
                 params[name] = min(max(u, 0.0), 1.0)
         params = {n: v.item() if isinstance(v, np.generic) else v for n, v in params.items()}
-        state, value = _told(outcome)
+        state, values = self._told(outcome)
         pruned = state.name == "PRUNED"
         self.study.add_trial(
             optuna.trial.create_trial(
                 state=state,
-                value=value,
+                values=values,
                 params=params,
                 distributions=self._distributions,
-                intermediate_values={outcome.epoch: value}
-                if pruned and value is not None
-                else None,
+                intermediate_values={outcome.epoch: values[0]} if pruned and values else None,
             )
         )
 
     def state_dict(self) -> dict[str, Any]:
         # One pickle, so the map's trials refer to the restored study.
-        return {"study": pickle.dumps((self.study, self.trials))}
+        out = io.BytesIO()
+        _Pickler(out).dump((self.study, self.trials))
+        return {"study": out.getvalue()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.study, self.trials = pickle.loads(state["study"])
 
+    # The searcher itself pickles as its state (the sampler's lock, see `_Pickler`).
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "study": None, "trials": None, "saved": self.state_dict()}
 
-def _told(outcome: Outcome) -> tuple[optuna.trial.TrialState, float | None]:
-    """How an outcome is told to Optuna (see the module docstring)."""
-    from optuna.trial import TrialState
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        saved = state.pop("saved")
+        self.__dict__.update(state)
+        self.load_state_dict(saved)
 
-    best = outcome.best if outcome.usable else None
-    if best is None or not math.isfinite(best):
-        return TrialState.FAIL, None
-    if outcome.status == "early_stopped":
-        return TrialState.PRUNED, best
-    return TrialState.COMPLETE, best
+    def _told(self, outcome: Outcome) -> tuple[optuna.trial.TrialState, list[float] | None]:
+        """How an outcome is told to Optuna, its values one per metric (see the module
+        docstring)."""
+        from optuna.trial import TrialState
+
+        if len(self.study.directions) > 1:
+            values = outcome.objectives
+            return (TrialState.FAIL, None) if values is None else (TrialState.COMPLETE, [*values])
+        best = outcome.best if outcome.usable else None
+        if best is None or not math.isfinite(best):
+            return TrialState.FAIL, None
+        if outcome.status == "early_stopped":
+            return TrialState.PRUNED, [best]
+        return TrialState.COMPLETE, [best]
 
 
 class OptunaTPESearcher(_OptunaSearcher):
@@ -217,6 +261,54 @@ class OptunaTPESearcher(_OptunaSearcher):
             multivariate=True,
             constant_liar=True,
             seed=self.seed,
+        )
+
+
+class OptunaMOTPESearcher(_OptunaSearcher):
+    """Optuna's TPE for several metrics (MOTPE): a trial counts as good when few others
+    dominate it; with the constant liar, as `optuna_tpe`."""
+
+    NAME = "optuna_motpe"
+    MULTI_OBJECTIVE = True
+    Options = _Requires(OptunaMOTPEOptions)
+
+    @classmethod
+    def summary(cls, space: Space, options: OptunaMOTPEOptions, num_samples: int) -> str:
+        random = min(options.n_startup, num_samples)
+        return (
+            f"random for the first {random} trials, then model-based (Optuna's multi-objective "
+            f"TPE) for the other {num_samples - random}"
+        )
+
+    def _sampler(self, **extra: Any) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.TPESampler(
+            n_startup_trials=self.options.n_startup, constant_liar=True, seed=self.seed
+        )
+
+
+class OptunaNSGA2Searcher(_OptunaSearcher):
+    """Optuna's NSGA-II, a genetic algorithm: each generation's parents are the best trials by
+    Pareto rank (then crowding distance) of the generations so far."""
+
+    NAME = "optuna_nsga2"
+    MULTI_OBJECTIVE = True
+    Options = _Requires(OptunaNSGA2Options)
+
+    @classmethod
+    def summary(cls, space: Space, options: OptunaNSGA2Options, num_samples: int) -> str:
+        size = options.population_size
+        return (
+            f"NSGA-II: a random first generation of {min(size, num_samples)} trials, then "
+            f"{max(0, math.ceil(num_samples / size) - 1)} more generation(s) of {size}"
+        )
+
+    def _sampler(self, **extra: Any) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(
+            population_size=self.options.population_size, seed=self.seed
         )
 
 

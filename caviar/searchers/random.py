@@ -10,6 +10,8 @@ from caviar.searchers.base import Searcher
 
 
 class RandomSearcher(Searcher):
+    MULTI_OBJECTIVE = True  # it learns nothing, whatever the sweep optimizes
+
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.rng = np.random.default_rng(self.seed)

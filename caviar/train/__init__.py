@@ -23,6 +23,7 @@ METRICS = (
     "samples_per_s",
     "best_val_acc",
     "test_acc",
+    "params",  # the model's trainable parameters: a size to trade against accuracy
 )
 
 

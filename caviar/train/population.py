@@ -114,6 +114,8 @@ class _Member:
     shuffle: torch.Generator
     mix: np.random.Generator
     seed_key: int
+    params: int
+    """Its trainable parameters, as its own network (not the population's padded one) has."""
     epoch: int = 0
     step: int = 0
     best_acc: float = -1.0
@@ -224,6 +226,7 @@ class Population:
             torch.Generator().manual_seed(seed),
             np.random.default_rng([seed, 0x6D6978]),
             _seed_key(seed),
+            sum(p.numel() for p in net.parameters() if p.requires_grad),
         )
         m.state = {"model": own, "optimizer": None, "steps": 0.0}
         if checkpoint is not None:
@@ -525,6 +528,7 @@ class Population:
                 "samples_per_s": used / train_seconds,
                 "best_val_acc": m.best_acc,
                 "test_acc": m.test_acc,
+                "params": m.params,
                 "diverged": diverged,
             }
             m.schedule.end_epoch(val_loss[j])
