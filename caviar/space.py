@@ -310,6 +310,20 @@ class Space:
                 out.pop(name, None)
         return out
 
+    def decode(self, encoded: Mapping[str, Any]) -> dict[str, Any]:
+        """A config from a searcher's encoding of it: each numeric parameter's position in
+        the unit cube (`Numeric.to_unit`), each choice's index; fixed values as they are, and
+        what the choices leave inactive dropped."""
+        out = {}
+        for name, d in self.domains:
+            if isinstance(d, Fixed):
+                out[name] = d.value
+            elif isinstance(d, Choice):
+                out[name] = d.values[int(encoded[name])]
+            else:
+                out[name] = d.from_unit(float(encoded[name]))
+        return self.active(out)
+
     def is_active(self, name: str, config: Mapping[str, Any]) -> bool:
         return name in self.active({**config, name: None})
 

@@ -143,21 +143,10 @@ class _OptunaSearcher(Searcher):
     def _sampler(self, **extra: Any) -> optuna.samplers.BaseSampler:
         """The sampler, seeded by the spec's seed; `extra` are more of its arguments."""
 
-    def _config(self, params: dict[str, Any]) -> dict[str, Any]:
-        out = {}
-        for name, d in self.space:
-            if isinstance(d, Fixed):
-                out[name] = d.value
-            elif isinstance(d, Choice):
-                out[name] = d.values[params[name]]
-            else:
-                out[name] = d.from_unit(params[name])
-        return self.space.active(out)
-
     def suggest(self, trial_id: str) -> dict[str, Any]:
         trial = self.study.ask(self._distributions)
         self.trials[trial_id] = trial
-        return self._config(trial.params)
+        return self.space.decode(trial.params)
 
     def on_trial_complete(self, trial_id: str, outcome: Outcome) -> None:
         trial = self.trials.pop(trial_id, None)
@@ -244,13 +233,14 @@ class OptunaTPESearcher(_OptunaSearcher):
 
     NAME = "optuna_tpe"
     Options = _Requires(OptunaTPEOptions)
+    MODEL = "Optuna's multivariate TPE"
 
     @classmethod
     def summary(cls, space: Space, options: OptunaTPEOptions, num_samples: int) -> str:
         random = min(options.n_startup, num_samples)
         return (
-            f"random for the first {random} trials, then model-based (Optuna's multivariate "
-            f"TPE) for the other {num_samples - random}"
+            f"random for the first {random} trials, then model-based ({cls.MODEL}) for the "
+            f"other {num_samples - random}"
         )
 
     def _sampler(self, **extra: Any) -> optuna.samplers.BaseSampler:
@@ -264,28 +254,14 @@ class OptunaTPESearcher(_OptunaSearcher):
         )
 
 
-class OptunaMOTPESearcher(_OptunaSearcher):
+class OptunaMOTPESearcher(OptunaTPESearcher):
     """Optuna's TPE for several metrics (MOTPE): a trial counts as good when few others
     dominate it; with the constant liar, as `optuna_tpe`."""
 
     NAME = "optuna_motpe"
     MULTI_OBJECTIVE = True
     Options = _Requires(OptunaMOTPEOptions)
-
-    @classmethod
-    def summary(cls, space: Space, options: OptunaMOTPEOptions, num_samples: int) -> str:
-        random = min(options.n_startup, num_samples)
-        return (
-            f"random for the first {random} trials, then model-based (Optuna's multi-objective "
-            f"TPE) for the other {num_samples - random}"
-        )
-
-    def _sampler(self, **extra: Any) -> optuna.samplers.BaseSampler:
-        import optuna
-
-        return optuna.samplers.TPESampler(
-            n_startup_trials=self.options.n_startup, constant_liar=True, seed=self.seed
-        )
+    MODEL = "Optuna's multi-objective TPE"
 
 
 class OptunaNSGA2Searcher(_OptunaSearcher):

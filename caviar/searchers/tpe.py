@@ -65,27 +65,16 @@ class TPESearcher(Searcher):
         self.tids: dict[str, int] = {}
         self.worst: float | None = None  # worst loss seen, given to diverged trials
 
-    def _config(self, vals: dict[str, list]) -> dict[str, Any]:
-        out = {}
-        for name, d in self.space:
-            if isinstance(d, Fixed):
-                out[name] = d.value
-            elif isinstance(d, Choice):
-                out[name] = d.values[int(vals[name][0])]
-            else:
-                out[name] = d.from_unit(float(vals[name][0]))
-        return out
-
     def suggest(self, trial_id: str) -> dict[str, Any]:
         if self._domain is None:
-            return self._config({})
+            return self.space.decode({})
         self.trials.refresh()
         tid = self.trials.new_trial_ids(1)[0]
         (doc,) = self._algo([tid], self._domain, self.trials, int(self.rng.integers(2**31 - 1)))
         self.trials.insert_trial_docs([doc])
         self.trials.refresh()
         self.tids[trial_id] = tid
-        return self._config(doc["misc"]["vals"])
+        return self.space.decode({k: v[0] for k, v in doc["misc"]["vals"].items() if v})
 
     def _finish(self, doc: dict, outcome: Outcome) -> None:
         import hyperopt as hpo
