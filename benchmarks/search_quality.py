@@ -1,8 +1,9 @@
 """Search quality on Branin and Hartmann-6: mean best value after N evaluations over S seeds.
 
-caviar's searchers are driven directly (suggest, evaluate, report: one trial at a time, as a
-sweep with max_concurrent=1 would), side by side with hyperopt's own ``fmin(tpe.suggest)`` on
-hyperopt's native space. Lower is better; the optima are 0.397887 (Branin) and -3.32237
+caviar's searchers (Optuna's TPE and CMA-ES among them, through caviar's ask-and-tell adapter) are
+driven directly (suggest, evaluate, report: one trial at a time, as a sweep with
+max_concurrent=1 would), side by side with hyperopt's own ``fmin(tpe.suggest)`` on hyperopt's
+native space. Lower is better; the optima are 0.397887 (Branin) and -3.32237
 (Hartmann-6).
 
     python -m benchmarks.search_quality [--evals 200] [--seeds 10]
@@ -62,6 +63,8 @@ SEARCHERS = {
     "tpe": ("tpe", None),
     "coarse_to_fine(tpe)": ("coarse_to_fine", CoarseToFineOptions(rounds=3, inner="tpe")),
     "coarse_to_fine(random)": ("coarse_to_fine", CoarseToFineOptions(rounds=3, inner="random")),
+    "optuna_tpe": ("optuna_tpe", None),
+    "optuna_cmaes": ("optuna_cmaes", None),
 }
 
 
