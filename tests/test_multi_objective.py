@@ -92,7 +92,7 @@ def test_a_spec_of_two_metrics_trains_every_trial_to_the_end_and_round_trips():
     assert written["metric"] == ["val_acc", "params"] and written["mode"] == ["max", "min"]
     assert parse_spec(written) == spec
     example = load_spec("examples/multi_objective.yaml")
-    assert example.metrics == ("val_acc", "params") and example.searcher.name == "optuna_nsga2"
+    assert example.metrics == ("val_acc", "params") and example.searcher.name == "optuna_motpe"
     # One metric stays as it was: a string.
     one = parse_spec(QUICK_SPEC)
     assert one.metric == "val_acc" and one.metrics == ("val_acc",) and one.modes == ("max",)

@@ -36,7 +36,13 @@ class _Asha(Stopping):
 
 
 def sweep(
-    family: str, seed: int, trials: int, concurrent: int, rule: str, options: dict[str, Any]
+    family: str,
+    seed: int,
+    trials: int,
+    concurrent: int,
+    rule: str,
+    options: dict[str, Any],
+    searcher: str | None = None,
 ) -> tuple[dict[str, Any], int]:
     """The configuration the sweep hands the user (its best trial's best value) and the
     epochs it trained."""
@@ -49,8 +55,8 @@ def sweep(
         "space": space_of(family),
         "budget": {"num_samples": trials},
     }
-    if rule == "asha":
-        raw["searcher"] = {"name": "random"}
+    if searcher or rule == "asha":
+        raw["searcher"] = {"name": searcher or "random"}
     spec = parse_spec(raw)
     searcher = searcher_class(spec.searcher.name)(
         spec.trial_space(), "val_acc", "max", trials, seed, spec.searcher.options
@@ -98,13 +104,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--option", action="append", default=[], help="NAME=VALUE of the rule")
+    parser.add_argument("--searcher", help="instead of the default (ASHA: random)")
     args = parser.parse_args()
     options = {k: type(getattr(StoppingOptions(), k))(v) for k, v in map(_pair, args.option)}
     for family in args.families:
         for rule in args.rules:
             finals, spent = [], []
             for seed in range(args.seeds):
-                config, epochs = sweep(family, seed, args.trials, args.concurrent, rule, options)
+                config, epochs = sweep(
+                    family, seed, args.trials, args.concurrent, rule, options, args.searcher
+                )
                 finals.append(curves(family).final(config))
                 spent.append(epochs)
             sem = statistics.stdev(finals) / len(finals) ** 0.5
