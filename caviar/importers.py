@@ -74,7 +74,7 @@ def _choice(values: Any) -> Converted:
         raise ValueError(f"expected a non-empty list of values, found {values!r}")
     if any(isinstance(v, Mapping) for v in values):
         raise ValueError(
-            "a choice among dicts: caviar's config is flat (a choice among mappings is a "
+            "a choice among dicts: caviar chooses among values (a choice among mappings is a "
             "conditional space there); make each dict's entries parameters of their own, or "
             "choose among names and build the dicts in the train function"
         )
