@@ -131,30 +131,25 @@ def _plan(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from caviar.spec import load_spec
+    from caviar import api  # the spec is validated before Ray starts
 
-    spec = load_spec(args.spec)  # every spec problem is reported before Ray starts
-    from caviar import driver
-
-    run_dir = driver.run(spec, address=args.address, storage=args.storage, name=args.name)
-    _print_results(run_dir, top=5, as_json=False)
-    print(run_dir)
+    run = api.run(args.spec, address=args.address, storage=args.storage, name=args.name)
+    _print_results(run.run_dir, top=5, as_json=False)
+    print(run.run_dir)
 
 
 def _resume(args: argparse.Namespace) -> None:
-    from caviar import driver
+    from caviar import api
 
-    run_dir = driver.resume(args.run_dir, address=args.address)
-    _print_results(run_dir, top=5, as_json=False)
-    print(run_dir)
+    run = api.resume(args.run_dir, address=args.address)
+    _print_results(run.run_dir, top=5, as_json=False)
+    print(run.run_dir)
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from caviar import jobs
-    from caviar.spec import load_spec
+    from caviar import api, jobs
 
-    spec = load_spec(args.spec)
-    job_id = jobs.submit(spec, address=args.address, storage=args.storage, name=args.name)
+    job_id = api.submit(args.spec, address=args.address, storage=args.storage, name=args.name)
     print(job_id, flush=True)
     return jobs.follow(args.address, job_id) if args.wait else 0
 
@@ -226,7 +221,7 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     import pandas as pd
 
     from caviar.analysis import read_spec
-    from caviar.results import leaderboard, load_trials, ranking_columns
+    from caviar.results import board_columns, leaderboard, load_trials
     from caviar.storage import Location
 
     trials = load_trials(run_dir)
@@ -240,8 +235,7 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
         return
     counts = trials["status"].value_counts().to_dict()
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    params = [c for c in board.columns if c.startswith("param_") and board[c].nunique() > 1]
-    cols = ["trial_id", "status", "round", "epochs", *ranking_columns(metric), *params]
+    cols = board_columns(board, metric)
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
         print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -307,6 +301,37 @@ def _print_front(run: Any, export: str | None) -> None:
             print(f"  exported: {analysis.export_best(run, export, b.trial_id)}")
 
 
+def _run_beside_dashboard(args: argparse.Namespace) -> None:
+    """`caviar run --dashboard [PORT]`: the dashboard of the storage root served from this
+    process (127.0.0.1) while the sweep runs."""
+    if args.dashboard is None:
+        return _run(args)
+    from caviar.dashboard.server import Background
+    from caviar.rundir import DEFAULT_STORAGE
+    from caviar.spec import load_spec
+
+    storage = args.storage or load_spec(args.spec).storage or DEFAULT_STORAGE
+    try:
+        dashboard = Background(storage, "127.0.0.1", args.dashboard)
+    except OSError as e:
+        raise CaviarError(
+            f"--dashboard: cannot serve on 127.0.0.1:{args.dashboard} ({e.strerror or e}); "
+            "pass another port"
+        ) from None
+    print(f"caviar: dashboard: {dashboard.url}", flush=True)
+    try:
+        return _run(args)
+    finally:
+        dashboard.close()
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from caviar.dashboard.server import serve
+    from caviar.rundir import DEFAULT_STORAGE
+
+    serve(args.storage or DEFAULT_STORAGE, args.host, args.port, args.token, args.jobs_address)
+
+
 def _report(args: argparse.Namespace) -> None:
     from caviar.html_report import write_report
 
@@ -366,7 +391,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--address", help=ray_help)
     r.add_argument("--storage", help="root directory for run directories (default ./caviar_runs)")
     r.add_argument("--name", help="run directory name (default: <spec name>-<timestamp>)")
-    r.set_defaults(func=_run)
+    r.add_argument(
+        "--dashboard",
+        nargs="?",
+        type=int,
+        const=8765,
+        metavar="PORT",
+        help="serve the live dashboard on 127.0.0.1:PORT (default 8765) while it runs",
+    )
+    r.set_defaults(func=_run_beside_dashboard)
 
     c = sub.add_parser("resume", help="continue a sweep whose driver died or was stopped")
     c.add_argument("run_dir", help="the run directory `caviar run` printed")
@@ -423,6 +456,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", help="where to write it (default: RUN_DIR/report.html for a local run dir)"
     )
     h.set_defaults(func=_report)
+
+    w = sub.add_parser("serve", help="a live web dashboard of every sweep under a storage root")
+    w.add_argument("storage", nargs="?", help="the run directories' root (default ./caviar_runs)")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    w.add_argument("--port", type=int, default=8765)
+    w.add_argument(
+        "--token",
+        help="require this token on every request (default: none on 127.0.0.1; on any other "
+        "host a new one, printed at start)",
+    )
+    w.add_argument(
+        "--jobs-address",
+        help="the Jobs API (http://HEAD:8265) that the stop button uses for sweeps run by "
+        "`caviar submit` (default: $CAVIAR_JOBS_ADDRESS)",
+    )
+    w.set_defaults(func=_serve)
     return p
 
 

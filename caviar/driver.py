@@ -14,7 +14,7 @@ import platform
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,8 @@ from caviar.storage import Location
 # Ray Tune warns on every forced experiment snapshot, which per-epoch checkpoints trigger.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 # Ray logs every result as JSON, CSV and TensorBoard; caviar reads only the JSON (results.py),
-# so the others are turned off and the JSON logger is added back explicitly.
+# so the others are turned off and the JSON logger is added back explicitly (the spec's
+# `loggers: [tensorboard]` adds TensorBoard's back).
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 # caviar handles SIGINT and SIGTERM itself (`_graceful_stop`), through Tune's SIGUSR1.
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
@@ -41,24 +42,71 @@ def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, met
     session.run(fn, config, session.RaySession(metric))
 
 
-def _user_trainable(config: dict, *, target: str, search_path: str, metric: str) -> None:
+def _user_trainable(
+    config: dict,
+    *,
+    target: str,
+    search_path: str,
+    metric: str,
+    fn: Callable[[dict], Any] | None = None,
+) -> None:
+    """A user's train function in a trial: imported by name ("module:function"), or `fn`, the
+    function object itself (`caviar.run(spec, train=fn)`: one defined in a notebook, which no
+    worker could import), which Ray ships to the worker with cloudpickle."""
     session.use_ray_tune_functions()  # before the user's module binds ray.tune.report
-    fn = load_function(target, search_path)
+    if fn is None:
+        fn = load_function(target, search_path)
     session.run(fn, space.nested(config), session.RaySession(metric))
 
 
-def make_trainable(spec: SweepSpec, search_path: str) -> Any:
-    """The function Ray Tune runs for each trial, with its resources attached."""
+FUNCTION_NOTE = (
+    "# train.function names a function passed to caviar.run(spec, train=fn) as an object (it\n"
+    "# may be defined in a notebook or a script's __main__); `caviar resume` cannot import it:\n"
+    "# resume from Python with caviar.resume(RUN_DIR, train=fn)\n"
+)
+"""Heads spec.yaml when the train function came as an object."""
+
+
+def _ship_by_value(fn: Callable) -> None:
+    """Make cloudpickle send `fn`'s module by value when a worker could not import it by name:
+    Ray's workers see the working directory and the installed packages, not a module a test
+    runner or a notebook put on sys.path. `__main__` functions already travel by value."""
+    module = sys.modules.get(getattr(fn, "__module__", None) or "__main__")
+    file = getattr(module, "__file__", None)
+    if module is None or module.__name__ == "__main__" or not file:
+        return
+    import site
+    import sysconfig
+
+    from ray import cloudpickle
+
+    top = module.__name__.partition(".")[0]
+    depth = module.__name__.count(".") + (Path(file).name == "__init__.py")
+    home = Path(file).resolve().parents[depth]  # the directory `top` is imported from
+    roots = [Path.cwd(), *map(Path, site.getsitepackages()), Path(sysconfig.get_path("stdlib"))]
+    if home not in {r.resolve() for r in roots}:
+        cloudpickle.register_pickle_by_value(sys.modules[top])
+
+
+def make_trainable(
+    spec: SweepSpec, search_path: str, fn: Callable[[dict], Any] | None = None
+) -> Any:
+    """The function Ray Tune runs for each trial, with its resources attached. `fn`: the user's
+    train function as an object, instead of importing `spec.train.function` by name."""
     from ray import tune
 
     if spec.train.function:
-        fn = functools.partial(
-            _user_trainable,
-            target=spec.train.function,
-            search_path=search_path,
-            metric=spec.metrics[0],
+        if fn is not None:
+            _ship_by_value(fn)
+        trainable = tune.with_parameters(
+            functools.partial(
+                _user_trainable,
+                target=spec.train.function,
+                search_path=search_path,
+                metric=spec.metrics[0],
+                fn=fn,
+            )
         )
-        trainable = tune.with_parameters(fn)
     else:
         from caviar.train.data import load
 
@@ -195,28 +243,63 @@ def run(
     address: str | None = None,
     storage: str | None = None,
     name: str | None = None,
+    train_fn: Callable[[dict], Any] | None = None,
+    progress_view: Callable[[Any], Any] | None = None,
 ) -> str:
-    """Run the sweep; return the run directory (a path or URI) with its Parquet results."""
+    """Run the sweep; return the run directory (a path or URI) with its Parquet results.
+    `train_fn`: the train function as an object (`caviar.run(spec, train=fn)`), which
+    `spec.train.function` then only names. `progress_view`: called with the sweep's
+    `ray_seam.Progress`, returns one more Ray callback (a notebook's live display)."""
     run_dir = rundir.resolve(spec.name, storage or spec.storage, name)
     rundir.check_new(run_dir)
-    if spec.train.function:
+    if spec.train.function and train_fn is None:
         load_function(spec.train.function, os.getcwd())  # fail before Ray starts
     run_dir.check_writable()
-    spec_yaml = dump_yaml(spec_to_dict(spec))
+    spec_yaml = (FUNCTION_NOTE if train_fn else "") + dump_yaml(spec_to_dict(spec))
     (run_dir / results.SPEC_FILE).write_text(spec_yaml)
-    return _sweep(spec, spec_yaml, run_dir, address, resume=False)
+    return _sweep(spec, spec_yaml, run_dir, address, False, train_fn, progress_view)
 
 
-def resume(run_dir: str, *, address: str | None = None) -> str:
+def resume(
+    run_dir: str,
+    *,
+    address: str | None = None,
+    train_fn: Callable[[dict], Any] | None = None,
+    progress_view: Callable[[Any], Any] | None = None,
+) -> str:
     """Continue a sweep whose driver died or was stopped, from its last saved state: finished
     trials are kept, unfinished ones continue from their latest checkpoints, the searcher and
-    ASHA go on from where they were. Returns the run directory."""
+    ASHA go on from where they were. Returns the run directory. `train_fn` as for `run`: a
+    run whose function came as an object needs it again."""
     loc = rundir.open_existing(run_dir)
     spec_yaml = (loc / results.SPEC_FILE).read_text()
     spec = parse_spec(parse_yaml(spec_yaml))
-    if spec.train.function:
-        load_function(spec.train.function, os.getcwd())
-    return _sweep(spec, spec_yaml, loc, address, resume=rundir.has_experiment_state(loc))
+    if train_fn is not None and not spec.train.function:
+        raise CaviarError(
+            f"train: {loc.uri} ran the built-in train function of task {spec.train.task!r}; "
+            "resume it without train="
+        )
+    if spec.train.function and train_fn is None:
+        try:
+            load_function(spec.train.function, os.getcwd())
+        except CaviarError:
+            if not spec_yaml.startswith(FUNCTION_NOTE):
+                raise
+            raise CaviarError(
+                f"train.function: {spec.train.function!r} was passed to caviar.run as a "
+                "function object (defined in a notebook or a script), which `caviar resume` "
+                f"cannot import; resume from Python: caviar.resume({loc.uri!r}, train=train), "
+                "with the same function defined"
+            ) from None
+    return _sweep(
+        spec,
+        spec_yaml,
+        loc,
+        address,
+        rundir.has_experiment_state(loc),
+        train_fn,
+        progress_view,
+    )
 
 
 class _MisleadingRayLog(logging.Filter):
@@ -246,7 +329,13 @@ _MISLEADING_RAY_LOG = _MisleadingRayLog()
 
 
 def _sweep(
-    spec: SweepSpec, spec_yaml: str, run_dir: Location, address: str | None, resume: bool
+    spec: SweepSpec,
+    spec_yaml: str,
+    run_dir: Location,
+    address: str | None,
+    resume: bool,
+    train_fn: Callable[[dict], Any] | None = None,
+    progress_view: Callable[[Any], Any] | None = None,
 ) -> str:
     import ray
     from ray import tune
@@ -292,6 +381,8 @@ def _sweep(
                 spec.train.max_epochs,
                 abort,
                 recorder,
+                # On a terminal, a live display under the finished trials' lines.
+                live=sys.stdout if seam.live_terminal(sys.stdout) else None,
             )
             watchdog = seam.Watchdog(
                 scheduler,
@@ -304,7 +395,10 @@ def _sweep(
                 progress,
                 watchdog,
                 seam.SchedulerState(scheduler),
+                *seam.trackers(spec, run_dir),  # the spec's loggers: mlflow, wandb, tensorboard
             ]
+            if progress_view is not None:
+                callbacks.append(progress_view(progress))
             # Without a concurrency limit Ray gives a custom searcher one pending trial at a
             # time. The cluster's capacity is checked either way: a trial that fits no node
             # would hang.
@@ -324,7 +418,7 @@ def _sweep(
             # unpickle copies of the first run's, cut off from this driver.
             with _graceful_stop() as signals:
                 analysis = tune.run(
-                    make_trainable(spec, search_path),
+                    make_trainable(spec, search_path, train_fn),
                     name=results.RAY_DIR,
                     storage_path=run_dir.uri,
                     metric=spec.metrics[0],  # what Ray itself reports on: the first metric

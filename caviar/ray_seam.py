@@ -17,11 +17,12 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ray.tune import Callback, Stopper
 from ray.tune.error import TuneError
 from ray.tune.logger import JsonLoggerCallback
+from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import (
     ASHAScheduler,
     FIFOScheduler,
@@ -290,12 +291,29 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
 
 
 class ResultLog(JsonLoggerCallback):
-    """Ray's result.json writer, without the step that loses results. Ray writes each trial's
-    results in a staging folder on the driver and copies them to the run directory from time
-    to time; when a trial starts again after a PAUSE (hyperband, median) Ray first copies the
-    run directory's copy back over the staging file, which drops every result reported since
-    the last copy (seen: a trial's epochs 1, 2, 4). Only a staging folder that does not exist
-    (a new driver, resuming) needs the run directory's copy."""
+    """Ray's result.json writer, writing where the results are read. Ray writes each trial's
+    results in a staging folder on the driver and copies them to the run directory every few
+    minutes and when a trial ends. With the run directory on this machine's file system
+    caviar appends them there directly, so what reads it while the sweep runs (the tables'
+    rewrites, the dashboard, a notebook) sees each epoch as it is reported.
+
+    Elsewhere (object storage) Ray's copies stay, without the step that loses results: when a
+    trial starts again after a PAUSE (hyperband, median) Ray copied the run directory's copy
+    back over the staging file, dropping every result reported since the last copy (seen: a
+    trial's epochs 1, 2, 4). Only a staging file that does not exist (a new driver, resuming)
+    needs the run directory's copy."""
+
+    def log_trial_start(self, trial: Any) -> None:
+        if trial.storage.storage_filesystem.type_name != "local":
+            super().log_trial_start(trial)
+            return
+        if trial in self._trial_files:
+            self._trial_files[trial].close()
+        trial.init_local_path()
+        self.update_config(trial, trial.config)  # params.json: Ray copies it with the rest
+        path = Path(trial.path, EXPR_RESULT_FILE)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._trial_files[trial] = path.open("at")
 
     def _restore_from_remote(self, file_name: str, trial: Any) -> None:
         if not os.path.exists(os.path.join(trial.local_path, file_name)):
@@ -326,6 +344,51 @@ class SchedulerState(Callback):
             path = os.path.join(d, "scheduler.pkl")
             Path(path).write_bytes(state["scheduler"])
             self.scheduler.restore(path)
+
+
+def trackers(spec: SweepSpec, run_dir: Location) -> list[Callback]:
+    """Ray Tune's logger callbacks for the spec's `loggers`: one run per trial in each
+    tracker, with the trial's hyperparameters and every epoch's metrics.
+
+    - mlflow: to `tracking_uri`, else MLFLOW_TRACKING_URI, else a file store in the run
+      directory (`<run dir>/mlruns`; on object storage, MLflow's own default); the experiment
+      is the sweep's name;
+    - wandb: offline (WANDB_MODE=offline) unless WANDB_API_KEY is set, to the project
+      `project` or the sweep's name, each sweep a group; local files under the run directory;
+    - tensorboard: tensorboardX event files in each trial's directory, and its
+      hyperparameters with its last metrics once it ends."""
+    callbacks: list[Callback] = []
+    for tracker in spec.loggers:
+        if tracker.name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            uri = tracker.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+            if uri is None and run_dir.is_local:
+                uri = Path(run_dir.path, "mlruns").as_uri()
+            if uri is not None and uri.startswith("file:"):
+                # MLflow 3 refuses its file store (in maintenance) unless told to allow it.
+                os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            callbacks.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=spec.name))
+        elif tracker.name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            if not os.environ.get("WANDB_API_KEY"):
+                os.environ.setdefault("WANDB_MODE", "offline")
+            # wandb.init's own arguments: its logging actors may run where this environment
+            # does not reach.
+            init: dict[str, Any] = {"mode": os.environ.get("WANDB_MODE", "online")}
+            if run_dir.is_local:
+                init["dir"] = run_dir.path
+            callbacks.append(
+                WandbLoggerCallback(
+                    project=tracker.project or spec.name, group=run_dir.name, **init
+                )
+            )
+        elif tracker.name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            callbacks.append(TBXLoggerCallback())
+    return callbacks
 
 
 # --- stopping the sweep or a trial ------------------------------------------------------------
@@ -569,9 +632,51 @@ def ray_trials(trials: Iterable[Any], status: dict[str, str] | None = None) -> l
     ]
 
 
+class Live:
+    """A few lines at the bottom of a terminal, redrawn in place by rich's live display; what
+    is printed through `print` scrolls above them."""
+
+    def __init__(self, out: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live as RichLive
+
+        self.out = out
+        console = Console(file=out, force_terminal=True, highlight=False, markup=False)
+        self.live = RichLive(
+            console=console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,  # no global side effects: Ray's own lines print as they do
+            redirect_stderr=False,
+        )
+
+    def clear(self) -> None:
+        self.live.stop()  # transient: the display is erased
+
+    def draw(self, lines: list[str]) -> None:
+        from rich.text import Text
+
+        if not self.live.is_started:
+            self.live.start()
+        text = Text("\n".join(lines), no_wrap=True, overflow="ellipsis")
+        self.live.update(text, refresh=True)
+
+    def print(self, line: str, lines: list[str]) -> None:
+        self.live.console.print(line, soft_wrap=True)  # above the display
+        self.draw(lines)
+
+
+def live_terminal(out: TextIO) -> bool:
+    """Whether `out` is a terminal that can redraw lines."""
+    return out.isatty() and os.environ.get("TERM", "") != "dumb"
+
+
 class Progress(Callback):
     """One line per finished trial: counts, the best so far, and an ETA; and the recorder's
-    rewrites as trials end."""
+    rewrites as trials end. On a terminal (`live`), also a live display under those lines:
+    the counts, the best so far, each running trial's epoch and the ETA."""
+
+    MAX_RUNNING_SHOWN = 8
 
     def __init__(
         self,
@@ -582,6 +687,8 @@ class Progress(Callback):
         abort: Abort,
         recorder: Recorder,
         clock: Callable[[], float] = time.monotonic,
+        live: TextIO | None = None,
+        redraw_s: float = 0.5,
     ) -> None:
         self.total, self.metric, self.mode, self.max_epochs = total, metric, mode, max_epochs
         self.abort, self.recorder, self.clock = abort, recorder, clock
@@ -591,6 +698,10 @@ class Progress(Callback):
         # Started and not ended: Ray marks them TERMINATED when an interrupted sweep shuts
         # down, but they are unfinished (and a resume continues them).
         self.in_flight: set[str] = set()
+        self.live = Live(live) if live is not None else None
+        self.redraw_s, self.drawn_at = redraw_s, -math.inf
+        self.latest: dict[str, dict] = {}  # each running trial's last result
+        self.trials: list = []
 
     # Saved with each experiment snapshot: a resumed sweep goes on counting.
     def get_state(self) -> dict:
@@ -604,6 +715,11 @@ class Progress(Callback):
         )
         self.done_before = self.done
 
+    def eta(self, elapsed: float) -> float | None:
+        """Seconds left at this run's pace so far; None before a trial has ended."""
+        ended = self.done - self.done_before
+        return elapsed / ended * (self.total - self.done) if ended else None
+
     def line(self, trials: list, trial: Any, status: str, error: str = "") -> str:
         self.done += 1
         self.stopped_early += status == "early_stopped"
@@ -613,7 +729,7 @@ class Progress(Callback):
             self.best = objective.best([self.best, value], self.mode)
         elapsed = self.clock() - self.started
         running = sum(t.status == "RUNNING" for t in trials)
-        eta = elapsed / max(1, self.done - self.done_before) * (self.total - self.done)
+        eta = self.eta(elapsed) or 0.0
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
         if error:
             shown += f" ({results.error_type(error) or 'see its error.txt'})"
@@ -624,20 +740,77 @@ class Progress(Callback):
             f"{status} at epoch {last.get('epoch', 0)}: {self.metric}={shown}  best {best}"
         )
 
+    def status_lines(self) -> list[str]:
+        """The live display: the counts, the best so far, the ETA, then each running trial
+        with its epoch and last value."""
+        elapsed = self.clock() - self.started
+        # A trial that has just ended is still RUNNING in Ray's list.
+        running = [t for t in self.trials if t.status == "RUNNING" and t.trial_id in self.in_flight]
+        eta = self.eta(elapsed)
+        best = f"{self.best:.4g}" if self.best is not None else "-"
+        lines = [
+            f"caviar: {self.done}/{self.total} done, {len(running)} running, "
+            f"{self.stopped_early} stopped early, best {self.metric} {best}, "
+            f"{elapsed:.0f}s, ETA {f'{eta:.0f}s' if eta is not None else '-'}"
+        ]
+        for t in running[: self.MAX_RUNNING_SHOWN]:
+            last = self.latest.get(t.trial_id)
+            if last is None:
+                lines.append(f"  running {t.trial_id}  starting")
+                continue
+            value = last.get(self.metric)
+            shown = f"  {self.metric} {value:.4g}" if isinstance(value, (int, float)) else ""
+            lines.append(
+                f"  running {t.trial_id}  epoch {last.get('epoch', 0)}/{self.max_epochs}{shown}"
+            )
+        if len(running) > self.MAX_RUNNING_SHOWN:
+            lines.append(f"  ... and {len(running) - self.MAX_RUNNING_SHOWN} more running")
+        return lines
+
+    def redraw(self, trials: list, now: bool = False) -> None:
+        self.trials = trials
+        if self.live is not None and (now or self.clock() - self.drawn_at >= self.redraw_s):
+            self.live.draw(self.status_lines())
+            self.drawn_at = self.clock()
+
+    def emit(self, trials: list, line: str) -> None:
+        """A finished trial's line: printed, or above the live display."""
+        if self.live is None:
+            print(line, flush=True)
+        else:
+            self.trials = trials
+            self.live.print(line, self.status_lines())
+            self.drawn_at = self.clock()
+
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.in_flight.add(trial.trial_id)
+        self.redraw(trials)
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
+        self.latest[trial.trial_id] = result
+        self.redraw(trials)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.redraw(trials)  # the clock and the ETA move on
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.in_flight.discard(trial.trial_id)
+        self.latest.pop(trial.trial_id, None)
         status = results.trial_status(trial.last_result or {}, False, self.max_epochs)
-        print(self.line(trials, trial, status), flush=True)
+        self.emit(trials, self.line(trials, trial, status))
         self.recorder.maybe_write(trials)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.in_flight.discard(trial.trial_id)
+        self.latest.pop(trial.trial_id, None)
         # The local error file is written before callbacks run; storage is synced later.
         path = trial.error_file
         error = Path(path).read_text() if path and Path(path).exists() else ""
-        print(self.line(trials, trial, "error", error), flush=True)
+        self.emit(trials, self.line(trials, trial, "error", error))
         self.abort.check(trial_exception(trial))
         self.recorder.maybe_write(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        if self.live is not None:  # what follows prints as without a terminal
+            self.live.clear()
+            self.live.out.flush()

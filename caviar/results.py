@@ -533,6 +533,13 @@ def ranking_columns(metric: Metrics) -> list[str]:
     return [f"best_{metrics[0]}"] if len(metrics) == 1 else ["pareto", *metrics]
 
 
+def board_columns(board: pd.DataFrame, metric: Metrics) -> list[str]:
+    """The columns a leaderboard is shown with (`caviar results`, `caviar.Run` in Jupyter):
+    the trial, its ranking values and the parameters that vary among the rows."""
+    params = [c for c in board.columns if c.startswith("param_") and board[c].nunique() > 1]
+    return ["trial_id", "status", "round", "epochs", *ranking_columns(metric), *params]
+
+
 def leaderboard(
     trials: pd.DataFrame, metric: Metrics, mode: Modes, top: int | None = None
 ) -> pd.DataFrame:

@@ -62,6 +62,8 @@ def claim(run_dir: Location) -> Iterator[None]:
     one takes over."""
     path = run_dir / CLAIM_FILE
     me = {"host": platform.node(), "pid": os.getpid()}
+    if job_id := _ray_job_id():
+        me["job_id"] = job_id  # run by `caviar submit`: `caviar serve` stops it through Jobs
     if path.exists():
         other = json.loads(path.read_text())
         if other["host"] == me["host"] and _caviar_alive(other["pid"]):
@@ -75,6 +77,17 @@ def claim(run_dir: Location) -> Iterator[None]:
     finally:
         with contextlib.suppress(OSError):
             path.fs.delete_file(path.path)
+
+
+def _ray_job_id() -> str | None:
+    """The Ray job's submission id when this driver runs as one (Ray passes the job's metadata
+    to its entrypoint in RAY_JOB_CONFIG_JSON_ENV_VAR)."""
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        job_id = (config.get("metadata") or {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
+    return job_id if isinstance(job_id, str) else None
 
 
 def _caviar_alive(pid: int) -> bool:

@@ -7,6 +7,7 @@ and raised together as one `SpecError`, one line each, starting with the field p
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import re
 import typing
 from collections.abc import Mapping
@@ -90,6 +91,27 @@ class CheckpointSpec:
     """Checkpoints kept per trial (the most recent ones)."""
 
 
+TRACKERS = {
+    # name: (the module it needs, the package that has it, its options)
+    "mlflow": ("mlflow", "mlflow", ("tracking_uri",)),
+    "wandb": ("wandb", "wandb", ("project",)),
+    "tensorboard": ("tensorboardX", "tensorboardX", ()),
+}
+"""The experiment trackers a sweep can log to (`loggers:`), through Ray Tune's callbacks."""
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LoggerSpec:
+    """An experiment tracker: one run per trial with its hyperparameters and every epoch's
+    metrics (`caviar.ray_seam.trackers`)."""
+
+    name: str
+    tracking_uri: str | None = None
+    """mlflow: where runs go; default MLFLOW_TRACKING_URI, else a file store in the run dir."""
+    project: str | None = None
+    """wandb: the project; default the sweep's name."""
+
+
 @dataclass(frozen=True, config=_STRICT)
 class SearcherSpec:
     name: str = "tpe"
@@ -139,6 +161,8 @@ class SweepSpec:
     checkpoint: CheckpointSpec = CheckpointSpec()
     storage: str | None = None
     watchdog: WatchdogSpec = WatchdogSpec()
+    loggers: tuple[LoggerSpec, ...] = ()
+    """Experiment trackers (`TRACKERS`) every trial is logged to."""
     seed: Annotated[int, Field(ge=0)] = 0
     max_failures: Annotated[int, Field(ge=0)] = 0
     """Restarts of a failed trial, each from its latest checkpoint, before it ends as error."""
@@ -264,12 +288,14 @@ def parse_spec(raw: Any, source: str = "FILE") -> SweepSpec:
     # PBT explores configurations itself: its initial population is drawn at random.
     default = "random" if scheduler.name == "pbt" or several else SearcherSpec.name
     searcher = _parse_searcher(raw.pop("searcher", None) or {"name": default}, problems)
+    loggers = _parse_loggers(raw.pop("loggers", None), problems)
 
     fields = {
         **raw,
         "space": space,
         "searcher": searcher,
         "scheduler": scheduler,
+        "loggers": loggers,
     }
     spec, invalid = _validate(fields, problems)
     if spec is not None:
@@ -337,6 +363,49 @@ def _parse_searcher(raw: Any, problems: list[str]) -> SearcherSpec:
                     )
     parsed = _parse_named("searcher", raw, SEARCHERS, options_class, problems, plugins=True)
     return SearcherSpec(*parsed, warm) if parsed else SearcherSpec(warm_start=warm)
+
+
+def _parse_loggers(raw: Any, problems: list[str]) -> tuple[LoggerSpec, ...]:
+    """`loggers: [mlflow, {name: wandb, project: p}]`: each a tracker's name, or a mapping of
+    its name and options; each tracker once, its package installed."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raw = [raw]
+    known = ", ".join(TRACKERS)
+    found: list[LoggerSpec] = []
+    for item in raw:
+        options = dict(item) if isinstance(item, Mapping) else {"name": item}
+        name = options.pop("name", None)
+        if not isinstance(name, str) or name not in TRACKERS:
+            what = f"unknown tracker {name!r}" if isinstance(name, str) else f"found {item!r}"
+            hint = did_you_mean(name, TRACKERS) if isinstance(name, str) else ""
+            problems.append(
+                f"loggers: {what}{hint} (expected a list of trackers: {known}; or "
+                "{name: mlflow, tracking_uri: ...})"
+            )
+            continue
+        module, package, valid = TRACKERS[name]
+        for key in [k for k in options if k not in valid]:
+            problems.append(
+                f"loggers.{name}.{key}: unknown option for tracker '{name}'"
+                f"{did_you_mean(str(key), valid)} (valid options: {', '.join(['name', *valid])})"
+            )
+            options.pop(key)
+        for key, value in list(options.items()):
+            if not isinstance(value, str) or not value:
+                problems.append(f"loggers.{name}.{key}: expected a string, found {value!r}")
+                options.pop(key)
+        if any(t.name == name for t in found):
+            problems.append(f"loggers: tracker '{name}' named twice; name each tracker once")
+            continue
+        if importlib.util.find_spec(module) is None:
+            problems.append(
+                f"loggers: tracker '{name}' needs the {package} package, which is not "
+                f"installed; pip install '{package}' (or pip install 'caviar[trackers]')"
+            )
+        found.append(LoggerSpec(name, **options))
+    return tuple(found)
 
 
 def _parse_scheduler(raw: Any, problems: list[str]) -> SchedulerSpec:
@@ -637,4 +706,12 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         out[section] = {"name": part.name, **opts}
     if spec.searcher.warm_start:
         out["searcher"]["warm_start"] = list(spec.searcher.warm_start)
+    out["loggers"] = [
+        {k: v for k, v in dataclasses.asdict(t).items() if v is not None}
+        if t.tracking_uri or t.project
+        else t.name
+        for t in spec.loggers
+    ]
+    if not spec.loggers:
+        del out["loggers"]
     return out

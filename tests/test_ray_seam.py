@@ -226,6 +226,44 @@ def test_progress_lines_count_and_track_the_best(capsys, tmp_path):
     assert writes == [3, 3, 3] and progress.get_state()["best"] == 0.9
 
 
+def test_progress_on_a_terminal_redraws_a_live_display_under_the_lines(tmp_path):
+    import io
+    import re
+
+    def shown() -> str:  # what the terminal shows, without rich's cursor codes
+        return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())
+
+    recorder = type("R", (), {"maybe_write": lambda self, trials: None})()
+    clock, out = Clock(), io.StringIO()
+    progress = seam.Progress(3, "acc", "max", 9, seam.Abort(), recorder, clock=clock, live=out)
+    a, b = FakeTrial("a"), FakeTrial("b")
+    progress.on_trial_start(0, [a, b], a)
+    progress.on_trial_start(0, [a, b], b)
+    clock.now = 4.0
+    progress.on_trial_result(0, [a, b], a, {"epoch": 2, "acc": 0.5})
+    assert shown().endswith(
+        "caviar: 0/3 done, 2 running, 0 stopped early, best acc -, 4s, ETA -\n"
+        "  running a  epoch 2/9  acc 0.5\n"
+        "  running b  starting"
+    )
+    clock.now = 4.1  # within redraw_s: not drawn again
+    progress.on_step_end(0, [a, b])
+    assert out.getvalue().count("caviar: ") == 2
+    clock.now = 10.0
+    a.status, a.last_result = "TERMINATED", {"epoch": 9, "acc": 0.7}
+    progress.on_trial_complete(0, [a, b], a)
+    assert (
+        "[1/3   10.0s, 1 running, 0 stopped early, ETA   20s] trial a completed "
+        "at epoch 9: acc=0.7  best 0.7\n" in shown()
+    )
+    assert shown().endswith(  # the display, redrawn under it
+        "caviar: 1/3 done, 1 running, 0 stopped early, best acc 0.7, 10s, ETA 20s\n"
+        "  running b  starting"
+    )
+    progress.on_experiment_end([a, b])
+    assert not progress.live.live.is_started  # erased: what follows prints as on a pipe
+
+
 def _write_trial(run_dir: Path, trial_id: str, epochs: int) -> None:
     d = run_dir / results.RAY_DIR / trial_id
     d.mkdir(parents=True, exist_ok=True)
@@ -323,40 +361,60 @@ def test_pbt_explores_only_what_keeps_the_models_shape():
         seam.pbt_mutations(parse_spec({**raw, "space": {"hidden": {"randint": [8, 32]}}}))
 
 
-def test_result_log_keeps_results_reported_since_the_last_copy_to_the_run_dir(tmp_path):
-    """A trial restarting after a PAUSE: the staging file is ahead of the run directory's copy
-    and must not be overwritten by it; a new driver (no staging file) takes the copy."""
-    import types
+class StagedTrial:
+    """What the result log reads of Ray's Trial: the driver's staging folder (`local_path`) and
+    the run directory's trial folder (`path`) on its file system. Hashable, as trials are."""
 
+    def __init__(self, staging: Path, remote: Path, fs):
+        import types
+
+        staging.mkdir(parents=True, exist_ok=True)
+        self.local_path, self.path = str(staging), str(remote)
+        self.config, self.checkpoint = {"x": 1}, object()
+        self.storage = types.SimpleNamespace(trial_fs_path=str(remote), storage_filesystem=fs)
+
+    def init_local_path(self):
+        Path(self.local_path).mkdir(parents=True, exist_ok=True)
+
+
+def epochs_in(path: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in path.open()]
+
+
+def test_result_log_writes_a_local_run_dir_as_results_come(tmp_path):
     import pyarrow.fs
 
-    class StagedTrial:  # what the logger reads of Ray's Trial; hashable, as trials are
-        def __init__(self, staging: Path, remote: Path):
-            staging.mkdir(parents=True, exist_ok=True)
-            self.local_path, self.config, self.checkpoint = str(staging), {"x": 1}, object()
-            self.storage = types.SimpleNamespace(
-                trial_fs_path=str(remote), storage_filesystem=pyarrow.fs.LocalFileSystem()
-            )
+    remote, staging = tmp_path / "run" / "t1", tmp_path / "staging" / "t1"
+    log, trial = seam.ResultLog(), StagedTrial(staging, remote, pyarrow.fs.LocalFileSystem())
+    log.log_trial_result(1, trial, {"epoch": 1})
+    log.log_trial_result(2, trial, {"epoch": 2})
+    assert epochs_in(remote / "result.json") == [1, 2]  # readable while the trial runs
+    log.log_trial_end(trial)
+    log.log_trial_start(trial)  # restarted after a pause: appends
+    log.log_trial_result(3, trial, {"epoch": 3})
+    assert epochs_in(remote / "result.json") == [1, 2, 3]
+    assert (staging / "params.json").exists() and not (staging / "result.json").exists()
 
-        def init_local_path(self):
-            pass
 
-    trial = StagedTrial
+def test_result_log_keeps_results_reported_since_the_last_copy_to_object_storage(tmp_path):
+    """A trial restarting after a PAUSE: the staging file is ahead of the run directory's copy
+    and must not be overwritten by it; a new driver (no staging file) takes the copy."""
+    import pyarrow.fs
 
-    remote = tmp_path / "run" / "t1"
+    bucket = pyarrow.fs.SubTreeFileSystem(str(tmp_path / "bucket"), pyarrow.fs.LocalFileSystem())
+    remote = tmp_path / "bucket" / "run" / "t1"
     remote.mkdir(parents=True)
     (remote / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n')
     staging = tmp_path / "staging" / "t1"
     staging.mkdir(parents=True)
     (staging / "result.json").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3}\n')
 
-    log, paused = seam.ResultLog(), trial(staging, remote)
+    log, paused = seam.ResultLog(), StagedTrial(staging, Path("run/t1"), bucket)
     log.log_trial_start(paused)
     log.log_trial_result(4, paused, {"epoch": 4})
     log.log_trial_end(paused)
-    epochs = [json.loads(line)["epoch"] for line in (staging / "result.json").open()]
-    assert epochs == [1, 2, 3, 4]
+    assert epochs_in(staging / "result.json") == [1, 2, 3, 4]
 
     fresh = tmp_path / "new-driver" / "t1"
-    log.log_trial_start(trial(fresh, remote))
+    log.log_trial_start(StagedTrial(fresh, Path("run/t1"), bucket))
     assert (fresh / "result.json").read_text() == (remote / "result.json").read_text()
