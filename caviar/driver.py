@@ -120,7 +120,10 @@ def make_trainable(
             ),
             data=load(spec.train.task, spec.seed, spec.train.data, spec.train.label),
         )
-    return tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    from caviar import ray_seam
+
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(ray_seam.restoring(trainable), resources)
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:

@@ -11,6 +11,7 @@ import functools
 import math
 import os
 import pickle
+import re
 import statistics
 import tempfile
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+import pyarrow.fs as pafs
 from ray.tune import Callback, Stopper
 from ray.tune.error import TuneError
 from ray.tune.logger import JsonLoggerCallback
@@ -288,6 +290,48 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
             "(one that does not change the model's shape, such as lr or weight_decay)"
         )
     return mutations
+
+
+def newest_checkpoint(result: Any) -> Any:
+    """The checkpoint to restore a trial from: Ray's choice, or where that no longer exists,
+    the newest one in the trial's folder. A driver killed between two experiment snapshots
+    leaves a snapshot naming a checkpoint it then deleted (checkpoint.keep) after newer ones
+    were written; the trial goes on from the newest, whose epochs its result.json holds."""
+    from ray.train._internal.session import _TrainingResult
+
+    checkpoint = getattr(result, "checkpoint", None)
+    if checkpoint is None:
+        return result
+    fs, path = checkpoint.filesystem, checkpoint.path
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return result
+    parent = os.path.dirname(path)
+    found = {
+        int(m[1]): i.path
+        for i in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+        if i.type == pafs.FileType.Directory
+        and (m := re.fullmatch(r"checkpoint_(\d+)", i.base_name))
+    }
+    if not found:
+        return result  # Ray says what is missing
+    newest = type(checkpoint)(found[max(found)], filesystem=fs)
+    return _TrainingResult(checkpoint=newest, metrics={})
+
+
+def restoring(trainable: Any) -> type:
+    """`trainable` (a Ray Tune train function or trainable class) as a trainable class that
+    restores from `newest_checkpoint`."""
+    from ray.tune.trainable import wrap_function
+
+    if not isinstance(trainable, type):
+        trainable = wrap_function(trainable)
+
+    class Restoring(trainable):  # type: ignore[misc, valid-type]
+        def restore(self, checkpoint_path: Any) -> Any:
+            return super().restore(newest_checkpoint(checkpoint_path))
+
+    Restoring.__name__ = Restoring.__qualname__ = trainable.__name__  # Ray names trials by it
+    return Restoring
 
 
 class ResultLog(JsonLoggerCallback):

@@ -418,3 +418,23 @@ def test_result_log_keeps_results_reported_since_the_last_copy_to_object_storage
     fresh = tmp_path / "new-driver" / "t1"
     log.log_trial_start(StagedTrial(fresh, Path("run/t1"), bucket))
     assert (fresh / "result.json").read_text() == (remote / "result.json").read_text()
+
+
+def test_a_trial_restores_from_its_newest_checkpoint_when_ray_names_a_deleted_one(tmp_path):
+    import pyarrow.fs
+    from ray import tune
+    from ray.train._internal.session import _TrainingResult
+
+    trial = tmp_path / "ray" / "t1"
+    for name in ("checkpoint_000006", "checkpoint_000010", "checkpoint_tmp"):
+        (trial / name).mkdir(parents=True)
+    fs = pyarrow.fs.LocalFileSystem()
+
+    def result(name):
+        return _TrainingResult(tune.Checkpoint(str(trial / name), filesystem=fs), {"epoch": 6})
+
+    kept = result("checkpoint_000006")
+    assert seam.newest_checkpoint(kept) is kept  # Ray's choice, where it exists
+    deleted = seam.newest_checkpoint(result("checkpoint_000005"))
+    assert deleted.checkpoint.path == str(trial / "checkpoint_000010")
+    assert seam.restoring(tune.with_parameters(lambda config: None)).__name__ != "Restoring"
