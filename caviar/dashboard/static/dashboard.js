@@ -87,6 +87,13 @@ var caviar = (function () {
     });
   }
 
+  // A choice's values in order: numbers by value, other values as they sort.
+  function ordered(values) {
+    var unique = Array.from(new Set(values));
+    var numeric = unique.every(function (v) { return v !== null && v !== "" && !isNaN(Number(v)); });
+    return unique.sort(numeric ? function (a, b) { return Number(a) - Number(b); } : undefined);
+  }
+
   var drawn = {};
   function plot(id, traces, layout) {
     if (typeof Plotly === "undefined") return;
@@ -171,8 +178,9 @@ var caviar = (function () {
         if (!document.getElementById(id)) { var div = el("div", null, "effect"); div.id = id; box.appendChild(div); }
         plot(id, [{ x: e.x, y: e.y, text: e.text, mode: "markers", type: "scatter",
           hovertemplate: "%{text}: %{x}, %{y}<extra></extra>", marker: { size: 5 } }],
-          { title: { text: e.param }, showlegend: false, margin: { t: 50, r: 10 },
-            xaxis: { type: e.log ? "log" : (e.categorical ? "category" : "linear") },
+          { showlegend: false, margin: { t: 30, r: 10 },
+            xaxis: { title: { text: e.param }, type: e.log ? "log" : (e.categorical ? "category" : "linear"),
+                     categoryorder: "array", categoryarray: ordered(e.x) },
             yaxis: { title: { text: "best " + d.metric } } });
       });
       if (d.status !== "running" && d.status !== "starting" && importanceFor !== d.trials) {
