@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,3 +164,26 @@ def local_cluster():
         yield cluster
     finally:
         cluster.stop()
+
+
+# --- headless Chromium (Debian's; CI installs it) ---------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH (CI installs one)"
+)
+
+
+def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    """Headless Chromium with a profile of its own, nothing fetched but the page: its output."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)

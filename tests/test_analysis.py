@@ -13,7 +13,6 @@ import os
 import pickle
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -32,7 +31,7 @@ from matplotlib.text import Text
 from caviar import analysis, cli, results
 from caviar.errors import RunDirError
 from caviar.storage import Location
-from tests.conftest import caviar_cli
+from tests.conftest import caviar_cli, chromium, needs_chromium
 
 REPO = Path(__file__).resolve().parent.parent
 # The notebooks that read a run directory; api.ipynb runs its own sweep (tests/test_api.py).
@@ -1008,42 +1007,20 @@ def test_reports_of_real_runs(real_run, flat_run, failed_run, tmp_path):
         assert_self_contained(Path(out).read_text(), images)
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.integration
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH (CI installs one)")
+@needs_chromium
 def test_report_renders_in_a_headless_browser(real_run, tmp_path):
     from caviar.html_report import write_report
 
     out = Path(write_report(real_run, tmp_path / "report.html"))
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ]
-    dom = subprocess.run(
-        [_chromium(), *flags, "--dump-dom", out.as_uri()],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    profile = tmp_path / "profile"
+    dom = chromium(["--dump-dom", out.as_uri()], profile).stdout
     page = Page(dom)
     assert "leaderboard" in page.ids("table")
     assert len(page.images()) == len(analysis.PLOTS)
     assert all(src.startswith("data:image/png;base64,") for src in page.images())
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [_chromium(), *flags, f"--screenshot={shot}", "--window-size=1200,2000", out.as_uri()],
-        capture_output=True,
-        timeout=120,
-    )
+    chromium([f"--screenshot={shot}", "--window-size=1200,2000", out.as_uri()], profile)
     assert shot.exists() and shot.read_bytes()[:4] == b"\x89PNG"
 
 

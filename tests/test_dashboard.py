@@ -8,7 +8,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +24,7 @@ import yaml
 from caviar import results
 from caviar.dashboard import data, server
 from caviar.storage import Location
+from tests.conftest import chromium, needs_chromium
 
 SPEC = {
     "name": "t",
@@ -440,10 +440,6 @@ def test_claim_records_the_ray_job_id(tmp_path: Path, monkeypatch):
 # --- integration: real sweeps, `caviar serve` and headless Chromium ---------------------------
 
 
-def _chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 SLOW_TRAIN = """
 import time
 import caviar
@@ -455,27 +451,13 @@ def train(config):
 """
 
 
-def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
-    flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-    ]
-    return subprocess.run([_chromium(), *flags, *args], capture_output=True, text=True, timeout=120)
-
-
 def page_points(dom: str) -> int:
     """Curve points drawn by plotly in a dumped DOM (its SVG markers)."""
     return dom.count('class="point"')
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(_chromium() is None, reason="no chromium binary on PATH")
+@needs_chromium
 def test_live_sweep_in_a_browser_then_stop(write_spec, tmp_path, private_ray_tmp):
     from conftest import CaviarProcess
 
