@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import CAVIAR, QUICK_SPEC
+from tests.conftest import CAVIAR
 
 pytestmark = pytest.mark.integration
 
@@ -53,10 +53,23 @@ def run_in_terminal(args: list[str], cwd, env: dict, timeout_s: float = 300) -> 
     return proc.wait(), b"".join(chunks).decode(errors="replace")
 
 
+SLOW = """
+import time
+import caviar
+
+def train(config):
+    for epoch in range(1, config["max_epochs"] + 1):
+        time.sleep(0.6)  # longer than the display's redraw interval: it shows each epoch
+        caviar.report({"epoch": epoch, "val_acc": 0.5 + 0.1 * epoch * config["x"]})
+"""
+
+
 def test_a_terminal_gets_a_live_display(write_spec, tmp_path, private_ray_tmp):
+    (tmp_path / "slow.py").write_text(SLOW)
     path = write_spec(
         {
-            "train": {**QUICK_SPEC["train"], "max_epochs": 3},
+            "train": {"function": "slow:train", "max_epochs": 3},
+            "space": {"x": {"uniform": [0, 1]}},
             "scheduler": {"name": "fifo"},
             "budget": {"num_samples": 3},
         }
