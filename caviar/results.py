@@ -343,18 +343,24 @@ def _collect_columns(
     return _typed(rows_out, history)
 
 
+def parse_results(text: str) -> list[dict[str, Any]]:
+    """The reports in a result.json's text, one JSON object per line; a partial line (a driver
+    killed mid-write, or one being written) is left out."""
+    results = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            try:
+                results.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return results
+
+
 def read_trial_dir(trial_dir: Location) -> tuple[list[dict[str, Any]], str | None]:
     """A trial's reported results (Ray's result.json) and its error text, if it failed."""
-    results = []
     path = trial_dir / "result.json"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if line:
-                try:
-                    results.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue  # a driver killed mid-write leaves a partial last line
+    results = parse_results(path.read_text()) if path.exists() else []
     error_file = trial_dir / "error.txt"
     error = error_file.read_text() if error_file.exists() else None
     return results, error

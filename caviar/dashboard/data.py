@@ -119,18 +119,6 @@ class _Cache:
 _CACHE = _Cache()
 
 
-def _read_json_lines(text: str) -> list[dict[str, Any]]:
-    rows = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line being written
-    return rows
-
-
 def _cached_table(loc: Location, name: str) -> tuple[Any, pd.DataFrame | None]:
     path = loc / name
     stamp = _stamp(path.fs, path.path)
@@ -223,7 +211,8 @@ def _live_trial(trial_dir: Location, stamp: tuple) -> dict[str, Any]:
         rows = []
         if stamp[0] is not None:
             try:
-                rows = results.dedupe(_read_json_lines((trial_dir / "result.json").read_text()))
+                text = (trial_dir / "result.json").read_text()
+                rows = results.dedupe(results.parse_results(text))
             except OSError:
                 rows = []
         last = rows[-1] if rows else {}
