@@ -3,22 +3,25 @@
 Stopping a trial at epoch r because it ranks low there only pays if the ranking at r predicts
 the final one. This rule measures that while the sweep runs and stops only where it holds:
 
-- rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's), each trial's value there
-  its best so far (not its last value: a noisy epoch does not decide);
+- rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's). A trial has two values at
+  a rung: its best so far (not its last value: a noisy epoch does not decide) and its
+  forecast, where its learning curve is headed at max_epochs (`forecast`: a slow starter
+  still climbing ranks above a fast starter on a lower plateau, as freeze-thaw methods rank
+  them);
 - the agreement of a rung, measured against a level at least two rungs higher (the highest
   that at least ``min_pairs`` of its trials reached), over the trials that reached both: the
-  Spearman rank correlation of their values there, and whether this rung's cut would have
-  kept a trial as good, at the higher level, as the best one (within twice the noise). A rung stops
-  trials only once its agreement is known, the correlation is at least ``trust`` and the
-  eventual best would have survived its cut: until then it is a grace period, whose length
-  adapts to the problem;
+  Spearman rank correlation of their values there (by best so far and by forecast: the rung
+  ranks by whichever agrees better), and whether this rung's cut would have kept a trial as
+  good, at the higher level, as the best one (within twice the noise). A rung stops trials
+  only once its agreement is known, the correlation is at least ``trust`` and the eventual
+  best would have survived its cut: until then it is a grace period, whose length adapts to
+  the problem;
 - at a trusted rung a trial below the top ``1 / reduction_factor`` of the values recorded there
   stops (among the last ``window`` trials there), unless it is within ``noise_z`` times the
-  metric's noise of the cut. A trial that
-  passed a rung while it was not trusted yet is judged there as soon as it is; The noise is the
-  larger of two estimates: the spread between trials of the same configuration with other
-  seeds (`repeat_key`), and the epoch-to-epoch jitter of each trial's curve (second
-  differences, which a smooth learning trend does not inflate).
+  metric's noise of the cut. A trial that passed a rung while it was not trusted yet is judged
+  there as soon as it is. The noise is the larger of two estimates: the spread between trials
+  of the same configuration with other seeds (`repeat_key`), and the epoch-to-epoch jitter of
+  each trial's curve (second differences, which a smooth learning trend does not inflate).
 
 Pure Python with no Ray: `caviar.ray_seam.CaviarScheduler` puts it behind Ray Tune's scheduler
 interface. `audit()` is the table written with the results: what each rung measured and did.
@@ -31,6 +34,8 @@ import statistics
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from caviar import objective
 from caviar.objective import Mode
@@ -65,6 +70,9 @@ class Agreement:
     winner_kept: bool
     """Whether this rung's cut would have kept a trial as good as the best at the reference,
     within twice the noise."""
+    key: str = "best"
+    """What the rung ranks trials by: "best" (best so far) or "forecast" (where the curve is
+    headed at max_epochs), whichever agreed better."""
 
 
 def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
@@ -86,6 +94,10 @@ def spearman(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
 
 
+def _or(x: float, default: float) -> float:
+    return default if math.isnan(x) else x
+
+
 def _ranks(values: list[float]) -> list[float]:
     order = sorted(range(len(values)), key=values.__getitem__)
     ranks = [0.0] * len(values)
@@ -100,6 +112,29 @@ def _ranks(values: list[float]) -> list[float]:
     return ranks
 
 
+def forecast(epochs: list[float], values: list[float], horizon: float) -> float:
+    """Where a learning curve is headed at `horizon` epochs, on a lower-is-better scale: the
+    least-squares fit of ``a + b * exp(-epoch / tau)`` (b >= 0, tau searched on a log grid up
+    to the horizon), never worse than the curve's best so far. Slow starters still improving
+    forecast far better than their value now; fast starters on a plateau forecast it."""
+    best = min(values)
+    if len(values) < 3:
+        return best
+    e = np.asarray(epochs, dtype=float)
+    z = np.asarray(values, dtype=float)
+    taus = np.geomspace(0.3, max(horizon, 1.0), 24)[:, None]
+    basis = np.exp(-e[None, :] / taus)  # (taus, epochs)
+    bm = basis.mean(axis=1, keepdims=True)
+    zc = z - z.mean()
+    var = ((basis - bm) ** 2).sum(axis=1)
+    b = np.where(var > 1e-12, ((basis - bm) * zc).sum(axis=1) / np.maximum(var, 1e-12), 0.0)
+    b = np.clip(b, 0.0, None)  # a curve getting worse forecasts its mean: its best counts
+    a = z.mean() - b * bm[:, 0]
+    sse = ((z[None, :] - a[:, None] - b[:, None] * basis) ** 2).sum(axis=1)
+    k = int(np.argmin(sse))
+    return min(best, float(a[k] + b[k] * math.exp(-horizon / taus[k, 0])))
+
+
 class Stopping:
     """The rule's state and decisions for one sweep. Call `on_result` with every report; it
     answers CONTINUE or STOP. All state is plain data (`state_dict` / `load_state_dict`)."""
@@ -111,7 +146,8 @@ class Stopping:
         self.levels = [*self.rungs, max_epochs]  # where values are recorded
         self.at: dict[str, dict[str, float]] = {str(r): {} for r in self.levels}
         self.best: dict[str, float] = {}
-        self.recent: dict[str, list[float]] = {}
+        self.history: dict[str, list[list[float]]] = {}  # trial -> [epoch, value] reports
+        self.ahead: dict[str, dict[str, float]] = {str(r): {} for r in self.rungs}  # forecasts
         self.jitter: dict[str, float] = {}
         self.repeat: dict[str, Hashable] = {}
         self.stopped: dict[str, float] = {}  # trial -> the rung it was stopped at
@@ -137,9 +173,9 @@ class Stopping:
         best = self.best.get(trial_id)
         if best is None or objective.better(value, best, self.mode):
             self.best[trial_id] = best = float(value)
-        recent = self.recent.setdefault(trial_id, [])
-        recent.append(float(value))
-        del recent[:-8]
+        history = self.history.setdefault(trial_id, [])
+        history.append([float(epoch), float(value)])
+        recent = [v for _, v in history[-8:]]
         if len(recent) >= 5:
             second = [recent[i] - 2 * recent[i + 1] + recent[i + 2] for i in range(len(recent) - 2)]
             self.jitter[trial_id] = statistics.pstdev(second) / math.sqrt(6)
@@ -149,7 +185,7 @@ class Stopping:
         for rung in list(pending):
             if self.trusted(rung):
                 pending.remove(rung)
-                if not last and self._stops(trial_id, rung, self.at[str(rung)][trial_id]):
+                if not last and self._stops(trial_id, rung):
                     self.stopped[trial_id] = rung
                     return STOP
         for level in self.levels:
@@ -158,7 +194,8 @@ class Stopping:
                 self.at[key][trial_id] = best
                 if level not in self.rungs or last:
                     continue
-                if self._stops(trial_id, level, best):
+                self.ahead[key][trial_id] = self._forecast(trial_id)
+                if self._stops(trial_id, level):
                     self.stopped[trial_id] = level
                     return STOP
                 if not self.trusted(level):
@@ -167,9 +204,15 @@ class Stopping:
 
     # --- what it measures ------------------------------------------------------------------
 
+    def _forecast(self, trial_id: str) -> float:
+        sign = objective.sign(self.mode)
+        epochs, values = zip(*self.history[trial_id], strict=True)
+        return sign * forecast(list(epochs), [sign * v for v in values], self.max_epochs)
+
     def agreement(self, rung: float) -> Agreement | None:
         """How the ranking at this rung agrees with the ranking at the highest level above it
-        that `min_pairs` of its trials reached; None while none has."""
+        that `min_pairs` of its trials reached, by best so far or by forecast, whichever
+        agrees better; None while no level has."""
         sizes = tuple(len(v) for v in self.at.values())
         if self._memo.get("sizes") != sizes:  # it changes only when a trial reaches a level
             self._memo = {"sizes": sizes}
@@ -178,7 +221,13 @@ class Stopping:
         return self._memo[rung]
 
     def _agreement(self, rung: float) -> Agreement | None:
-        here = self.at[str(rung)]
+        measured = [self._agreement_of(rung, key) for key in ("best", "forecast")]
+        known = [a for a in measured if a is not None]
+        # Trusted first, then the better correlation; ties keep the simpler "best".
+        return max(known, key=lambda a: (self._trusts(a), _or(a.rho, -2.0)), default=None)
+
+    def _agreement_of(self, rung: float, key: str) -> Agreement | None:
+        here = (self.at if key == "best" else self.ahead)[str(rung)]
         # Compared with a level at least two rungs on: the early rungs of slow starters agree
         # with each other and with nothing later.
         horizon = min(self.max_epochs, rung * self.options.reduction_factor**2)
@@ -198,11 +247,13 @@ class Stopping:
             cut = sorted(early)[max(0, math.ceil(len(early) / self.options.reduction_factor) - 1)]
             kept_best = min(b for a, b in zip(early, late, strict=True) if a <= cut)
             kept = kept_best - min(late) <= 2 * self.noise()
-            return Agreement(spearman(early, late), len(both), level, kept)
+            return Agreement(spearman(early, late), len(both), level, kept, key)
         return None
 
     def trusted(self, rung: float) -> bool:
-        a = self.agreement(rung)
+        return self._trusts(self.agreement(rung))
+
+    def _trusts(self, a: Agreement | None) -> bool:
         return a is not None and a.rho >= self.options.trust and a.winner_kept
 
     def noise(self) -> float:
@@ -217,11 +268,16 @@ class Stopping:
         seeds = math.sqrt(statistics.fmean(spreads)) if spreads else 0.0
         return max(jitter, seeds)
 
-    def _stops(self, trial_id: str, rung: float, value: float) -> bool:
-        recorded = self.at[str(rung)]
+    def _stops(self, trial_id: str, rung: float) -> bool:
         rf = self.options.reduction_factor
-        if len(recorded) < rf or not self.trusted(rung):
+        if len(self.at[str(rung)]) < rf or not self.trusted(rung):
             return False
+        measured = self.agreement(rung)
+        key = "best" if measured is None else measured.key
+        recorded = (self.at if key == "best" else self.ahead)[str(rung)]
+        value = recorded.get(
+            trial_id, self.at[str(rung)][trial_id]
+        )  # a state from before forecasts
         sign = objective.sign(self.mode)
         values = list(recorded.values())
         if self.options.window:
@@ -253,6 +309,7 @@ class Stopping:
                     "pairs": None if measured is None else measured.pairs,
                     "reference": None if measured is None else measured.reference,
                     "winner_kept": None if measured is None else measured.winner_kept,
+                    "ranked_by": None if measured is None else measured.key,
                     "trusted": self.trusted(rung),
                     "noise": self.noise(),
                     # Trusted when it stopped them, but the agreement has fallen since.
@@ -271,7 +328,8 @@ class Stopping:
     # --- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("at", "best", "recent", "jitter", "repeat", "stopped", "spared", "pending")
+        keys = ("at", "ahead", "history", "best", "jitter", "repeat", "stopped")
+        keys += ("spared", "pending")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

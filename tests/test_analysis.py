@@ -378,6 +378,7 @@ def audit_rows(warned: bool = True) -> list[dict]:
             "stopped": 5,
             "spared_by_noise": 1,
             "agreement": 0.9,
+            "ranked_by": "best",
             "pairs": 11,
             "reference": 2.0,
             "trusted": True,
@@ -390,6 +391,7 @@ def audit_rows(warned: bool = True) -> list[dict]:
             "stopped": 4,
             "spared_by_noise": 0,
             "agreement": 0.6,
+            "ranked_by": "forecast",
             "pairs": 8,
             "reference": 4.0,
             "trusted": False,
@@ -408,6 +410,7 @@ def untrusted_rows() -> list[dict]:
             "stopped": 0,
             "spared_by_noise": 0,
             "agreement": None,
+            "ranked_by": None,
             "pairs": None,
             "reference": None,
             "trusted": False,
@@ -479,6 +482,7 @@ def test_audit_reads_back(caviar_run, fake_run):
         "stopped",
         "spared_by_noise",
         "agreement",
+        "ranked_by",
         "pairs",
         "reference",
         "trusted",
@@ -510,9 +514,9 @@ def test_audit_is_read_with_the_schema_check(caviar_run):
 def test_audit_text(caviar_run):
     text = analysis.audit_text(analysis.load(caviar_run))
     assert text.splitlines() == [
-        "rung  reached  stopped  agreement  trusted",
-        "   1       16        5       0.90      yes",
-        "   2       11        4       0.60       no",
+        "rung  reached  stopped  agreement  ranked by  trusted",
+        "   1       16        5       0.90       best      yes",
+        "   2       11        4       0.60   forecast       no",
         f"warning: rung 2: {WARNING}",
         "caviar's scheduler stopped 9 of 16 trials early, at rungs whose rank agreement was >= 0.8",
     ]
@@ -524,8 +528,8 @@ def test_audit_text_when_no_rung_was_trusted(tmp_path):
     )
     lines = analysis.audit_text(run).splitlines()
     assert lines[1:3] == [
-        "   1       16        0          -       no",
-        "   2       16        0          -       no",
+        "   1       16        0          -          -       no",
+        "   2       16        0          -          -       no",
     ]
     assert lines[-1] == (
         "caviar's scheduler stopped none of 16 trials early: no rung's rank agreement reached "

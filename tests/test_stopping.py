@@ -11,6 +11,7 @@ from caviar.stopping import (
     Agreement,
     Stopping,
     StoppingOptions,
+    forecast,
     rungs_of,
     spearman,
 )
@@ -59,6 +60,7 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
         "pairs": 8,
         "reference": 9,
         "winner_kept": True,
+        "ranked_by": "best",
         "trusted": True,
         "noise": None,
         "warning": None,
@@ -80,6 +82,44 @@ def test_no_stop_at_a_rung_whose_ranking_disagrees_with_the_final_one():
     later = {f"b{i}": slow_starter(0.3 + i / 50) for i in range(6)}
     assert 1 not in play(rule, later, 9).values()  # rung 1 never stops anyone
     assert rule.audit()[0]["stopped"] == 0 and rule.audit()[0]["trusted"] is False
+
+
+def saturating(quality, tau):
+    return lambda epoch: 0.1 + (quality - 0.1) * (1 - math.exp(-epoch / tau))
+
+
+def test_forecast_of_a_learning_curve():
+    """Lower is better: the negated accuracy. A curve still climbing forecasts its plateau, a
+    plateau forecasts itself, and a curve getting worse its best so far."""
+    epochs = list(range(1, 10))
+    for quality, tau in ((0.98, 12), (0.6, 2.3), (0.75, 6)):
+        curve = saturating(quality, tau)
+        ahead = forecast(epochs, [-curve(e) for e in epochs], 27)
+        assert ahead == pytest.approx(-curve(27), abs=0.02)
+    assert forecast(epochs, [-0.5] * 9, 27) == pytest.approx(-0.5)
+    assert forecast(epochs, [-0.9 + 0.01 * e for e in epochs], 27) == pytest.approx(-0.89)
+    assert forecast([1, 2], [-0.2, -0.4], 27) == -0.4  # too short to fit: its best
+
+
+def test_ranks_by_forecast_where_slow_starters_win_and_best_so_far_disagrees():
+    """The better the configuration, the slower it starts (caviar's `disagree` family): at
+    epoch 9 of 27 the best so far ranks them backwards, where each curve is headed does not."""
+    rule = Stopping("max", 27, StoppingOptions(min_pairs=8))
+
+    def slow_starter(quality):
+        return saturating(quality, 1 + 11 * (quality - 0.55) / 0.43)
+
+    play(rule, {f"a{i}": slow_starter(0.55 + i * 0.05) for i in range(9)}, 27)
+    for rung in (3, 9):  # noiseless curves: forecast from 3 epochs on
+        measured = rule.agreement(rung)
+        assert measured.key == "forecast" and measured.rho > 0.9 and rule.trusted(rung)
+        assert rule._agreement_of(rung, "best").rho < 0  # what ASHA ranks by
+    assert not rule.trusted(1)  # one epoch is no curve
+    # A fast starter on a low plateau leads every slow one at epoch 3, and stops there; a
+    # slow starter headed higher than all goes on.
+    assert slow_starter(0.6)(3) > slow_starter(0.95)(3)
+    assert play(rule, {"fast": slow_starter(0.6), "slow": slow_starter(0.95)}, 27) == {"fast": 3}
+    assert [row["ranked_by"] for row in rule.audit()] == ["best", "forecast", "forecast"]
 
 
 def test_compares_best_so_far_and_spares_trials_within_noise_of_the_cut():
@@ -132,7 +172,8 @@ def test_a_warning_when_a_rung_stopped_trials_and_its_agreement_fell_below_trust
     assert rule.audit()[0]["stopped"] == 1 and rule.audit()[0]["warning"] is None
     # Later trials that passed rung 1 ranked the other way round at the end.
     for i in range(8):
-        rule.at["1"][f"b{i}"], rule.at["9"][f"b{i}"] = 0.5 + i / 100, 0.9 - i / 100
+        early = rule.at["1"][f"b{i}"] = rule.ahead["1"][f"b{i}"] = 0.5 + i / 100
+        rule.at["9"][f"b{i}"] = 1.4 - early
     row = rule.audit()[0]
     assert not row["trusted"] and row["agreement"] < 0.5
     assert row["warning"].startswith("1 trials stopped at a rung no longer trusted (agreement")

@@ -26,10 +26,14 @@ from caviar.stopping import STOP, Stopping, StoppingOptions
 
 
 class _Asha(Stopping):
-    """ASHA's rule in caviar's terms: every rung trusted, no noise band, no window."""
+    """ASHA's rule in caviar's terms: every rung trusted, ranked by best so far, no noise band,
+    no window."""
 
     def trusted(self, rung: float) -> bool:
         return True
+
+    def agreement(self, rung: float) -> None:
+        return None
 
     def noise(self) -> float:
         return 0.0

@@ -182,7 +182,8 @@ asha_summary = stopping_summary
 
 _AUDIT_COUNTS = ("reached", "stopped", "spared_by_noise", "pairs")
 _AUDIT_FLOATS = ("agreement", "reference", "noise")
-_AUDIT_COLUMNS = ("rung", "reached", "stopped", "spared_by_noise", "agreement", "pairs")
+_AUDIT_COLUMNS = ("rung", "reached", "stopped", "spared_by_noise", "agreement", "ranked_by")
+_AUDIT_COLUMNS += ("pairs",)
 _AUDIT_COLUMNS += ("reference", "trusted", "noise", "warning")
 
 
@@ -249,15 +250,19 @@ def _verdict(run: Run, frame: pd.DataFrame) -> str:
 
 def audit_text(run: Run) -> str:
     """The audit as a short plain-text table for a terminal (rung, reached, stopped, agreement,
-    trusted), a line per warning and the verdict (`audit_verdict`); empty without an audit."""
+    what it ranks by, trusted), a line per warning and the verdict (`audit_verdict`); empty
+    without an audit."""
     frame = audit(run)
     if frame is None:
         return ""
-    cells = [("rung", "reached", "stopped", "agreement", "trusted")]
+    cells = [("rung", "reached", "stopped", "agreement", "ranked by", "trusted")]
     for row in frame.itertuples(index=False):
         agreement = "-" if pd.isna(row.agreement) else f"{row.agreement:.2f}"
+        ranked_by = row.ranked_by if isinstance(row.ranked_by, str) else "-"
         trusted = "yes" if row.trusted else "no"
-        cells.append((f"{row.rung:g}", f"{row.reached}", f"{row.stopped}", agreement, trusted))
+        cells.append(
+            (f"{row.rung:g}", f"{row.reached}", f"{row.stopped}", agreement, ranked_by, trusted)
+        )
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
     lines += [f"warning: {w}" for w in _warnings(frame)]
