@@ -146,7 +146,10 @@ class Stopping:
         self.levels = [*self.rungs, max_epochs]  # where values are recorded
         self.at: dict[str, dict[str, float]] = {str(r): {} for r in self.levels}
         self.best: dict[str, float] = {}
-        self.history: dict[str, list[list[float]]] = {}  # trial -> [epoch, value] reports
+        # trial -> its [epoch, value] reports up to the last rung (what forecasts need: a
+        # sweep's state stays small however long its trials train)
+        self.history: dict[str, list[list[float]]] = {}
+        self.recent: dict[str, list[float]] = {}  # trial -> its last 8 values, for its jitter
         self.ahead: dict[str, dict[str, float]] = {str(r): {} for r in self.rungs}  # forecasts
         self.jitter: dict[str, float] = {}
         self.repeat: dict[str, Hashable] = {}
@@ -173,9 +176,11 @@ class Stopping:
         best = self.best.get(trial_id)
         if best is None or objective.better(value, best, self.mode):
             self.best[trial_id] = best = float(value)
-        history = self.history.setdefault(trial_id, [])
-        history.append([float(epoch), float(value)])
-        recent = [v for _, v in history[-8:]]
+        if not self.rungs or epoch <= self.rungs[-1]:
+            self.history.setdefault(trial_id, []).append([float(epoch), float(value)])
+        recent = self.recent.setdefault(trial_id, [])
+        recent.append(float(value))
+        del recent[:-8]
         if len(recent) >= 5:
             second = [recent[i] - 2 * recent[i + 1] + recent[i + 2] for i in range(len(recent) - 2)]
             self.jitter[trial_id] = statistics.pstdev(second) / math.sqrt(6)
@@ -205,8 +210,11 @@ class Stopping:
     # --- what it measures ------------------------------------------------------------------
 
     def _forecast(self, trial_id: str) -> float:
+        history = self.history.get(trial_id)
+        if not history:  # its first report came after the last rung: nothing to fit
+            return self.best[trial_id]
         sign = objective.sign(self.mode)
-        epochs, values = zip(*self.history[trial_id], strict=True)
+        epochs, values = zip(*history, strict=True)
         return sign * forecast(list(epochs), [sign * v for v in values], self.max_epochs)
 
     def agreement(self, rung: float) -> Agreement | None:
@@ -328,7 +336,7 @@ class Stopping:
     # --- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        keys = ("at", "ahead", "history", "best", "jitter", "repeat", "stopped")
+        keys = ("at", "ahead", "history", "best", "recent", "jitter", "repeat", "stopped")
         keys += ("spared", "pending")
         return {k: getattr(self, k) for k in keys}
 

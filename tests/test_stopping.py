@@ -122,6 +122,16 @@ def test_ranks_by_forecast_where_slow_starters_win_and_best_so_far_disagrees():
     assert [row["ranked_by"] for row in rule.audit()] == ["best", "forecast", "forecast"]
 
 
+def test_keeps_each_curve_up_to_the_last_rung_and_takes_reports_that_skip_epochs():
+    rule = Stopping("max", 27, StoppingOptions(min_pairs=2))
+    play(rule, {"a": agreeing(0.5)}, 27)
+    assert [e for e, _ in rule.history["a"]] == list(range(1, 10))  # rungs 1, 3, 9
+    # A trial that first reports after the last rung (a function reporting every 10 epochs).
+    for epoch in (10, 20, 27):
+        assert rule.on_result("sparse", epoch, 0.6) == CONTINUE
+    assert rule.ahead["9"]["sparse"] == 0.6 and "sparse" not in rule.history
+
+
 def test_compares_best_so_far_and_spares_trials_within_noise_of_the_cut():
     rule = Stopping("max", 9, StoppingOptions(min_pairs=4, noise_z=2.0))
     for i in range(4):
