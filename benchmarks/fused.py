@@ -1,0 +1,180 @@
+"""Fused trials on the CPU (issue 15): k configurations trained as one population in one Ray
+task, against the same k configurations as k separate trials of a real caviar sweep, at the
+same total CPU, side by side.
+
+    python -m benchmarks.fused [--ks 2 4 8 16] [--epochs 20] [--cpus 2] [--json]
+
+separate: a caviar sweep (FIFO, grid over k learning rates) of the built-in train function,
+    `resources: {cpu: CPUS / k}` with all k trials at once: each a population of one, each
+    reporting and checkpointing every epoch through Ray Tune.
+fused: one Ray task with CPUS CPUs (torch threads = CPUS) training those k configurations
+    (read back from the sweep's trials.parquet) as one `caviar.train.population.Population`,
+    writing every member's checkpoint every epoch (`torch.save`) as the separate trials do;
+    not yet a caviar sweep (the Ray integration of fused trials is issue 15's remaining work),
+    so it skips Ray Tune's reporting and the driver's tables.
+
+Two figures for each: the members' training-phase samples per second summed (the built-in
+function's `samples_per_s`: examples trained / seconds of the epoch's training phase, median
+over epochs 2..E, the first being warm-up), and the samples trained in all over the wall time
+(separate: `caviar.driver.run` from launch to return; fused: the Ray task from submission to
+return, data loading included). Trials that share the CPUs time-slice, so each one's
+training-phase rate overstates what they deliver together; the wall figure is what a user
+gets. The final val_acc of each configuration in both shows they learned alike: a member
+computes what it would alone up to float rounding (tests/test_population.py checks 1e-5 over a
+few epochs), and rounding differences (batched against single matmuls, and the fused task's
+CPUS torch threads against one per separate trial) grow over many epochs at high learning
+rates, to a few validation examples.
+With --json the figures are printed to stdout as one JSON object (the sweeps' output goes to
+stderr), with `ratio_k8` (fused / separate, wall figure, at k = 8) when 8 is among --ks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+MODEL = {"optimizer": "adamw", "depth": 2, "hidden": 128, "batch_size": 64, "dropout": 0.1}
+"""The quickstart's MLP at one shape: members of a population share it."""
+
+
+def spec(k: int, epochs: int, cpus: float) -> dict[str, Any]:
+    return {
+        "name": f"separate-{k}",
+        "metric": "val_acc",
+        "mode": "max",
+        "train": {"task": "mnist1d", "model": "mlp", "max_epochs": epochs, "fixed": MODEL},
+        "space": {"lr": {"choice": np.geomspace(3e-4, 1e-2, k).round(6).tolist()}},
+        "searcher": {"name": "grid"},
+        "scheduler": {"name": "fifo"},
+        "budget": {"num_samples": k, "max_concurrent": k},
+        "resources": {"cpu": cpus / k, "gpu": 0},
+    }
+
+
+def separate(k: int, epochs: int, cpus: float, storage: str) -> tuple[dict, list[dict]]:
+    """The sweep's figures and the k configurations it trained."""
+    import pandas as pd
+
+    from caviar import driver
+    from caviar.spec import parse_spec
+
+    t0 = time.perf_counter()
+    run_dir = driver.run(parse_spec(spec(k, epochs, cpus)), storage=storage)
+    wall = time.perf_counter() - t0
+    trials = pd.read_parquet(f"{run_dir}/trials.parquet")
+    history = pd.read_parquet(f"{run_dir}/history.parquet")
+    assert len(trials) == k and (trials.status == "completed").all(), trials.status.tolist()
+    later = history[history.epoch >= 2]
+    rate = later.groupby("epoch")["samples_per_s"].sum().median()
+    configs = [{**MODEL, "max_epochs": epochs, "lr": float(lr)} for lr in trials.param_lr.tolist()]
+    finals = trials.val_acc.astype(float).tolist()
+    return {"samples_per_s": float(rate), "wall_s": float(wall), "val_acc": finals}, configs
+
+
+def _fused_task(configs: list[dict], threads: int) -> dict:
+    import torch
+
+    from caviar.train.data import load
+    from caviar.train.population import Population
+
+    population = Population(load("mnist1d"), "mlp", threads=threads)
+    for i, config in enumerate(configs):
+        population.add(i, config)
+    rates, finals = [], {}
+    with tempfile.TemporaryDirectory(prefix="caviar-fused-ckpt-") as ckpt:
+        while len(population):
+            out = population.train_epoch()
+            if out[0][1]["epoch"] >= 2:
+                rates.append(sum(metrics["samples_per_s"] for _, metrics, _, _ in out))
+            for key, metrics, checkpoint, done in out:
+                torch.save(checkpoint, f"{ckpt}/{key}.pt")
+                if done:
+                    finals[key] = metrics["val_acc"]
+    return {"samples_per_s": statistics.median(rates), "val_acc": [finals[i] for i in finals]}
+
+
+def fused(configs: list[dict], cpus: float) -> dict:
+    import ray
+
+    task = ray.remote(num_cpus=cpus)(_fused_task)
+    t0 = time.perf_counter()
+    out = ray.get(task.remote(configs, max(1, int(cpus))))
+    return out | {"wall_s": time.perf_counter() - t0}
+
+
+def samples_per_epoch() -> int:
+    from caviar.train import DEFAULTS
+    from caviar.train.data import load
+    from caviar.train.population import batches_per_epoch
+
+    hp = {**DEFAULTS, **MODEL}
+    n = len(load("mnist1d").x_train)
+    return min(n, batches_per_epoch(n, hp) * int(hp["batch_size"]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8, 16])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--cpus", type=float, default=2.0)
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    import ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, num_cpus=args.cpus)
+    rows, per_epoch = [], samples_per_epoch()
+    sweep_output = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    try:
+        with tempfile.TemporaryDirectory(prefix="caviar-fused-") as storage, sweep_output:
+            for k in args.ks:
+                sep, configs = separate(k, args.epochs, args.cpus, storage)
+                fus = fused(configs, args.cpus)
+                trained = k * args.epochs * per_epoch
+                row: dict[str, Any] = {"k": k}
+                for name, r in (("separate", sep), ("fused", fus)):
+                    row[f"{name}_training_samples_per_s"] = r["samples_per_s"]
+                    row[f"{name}_wall_s"] = r["wall_s"]
+                    row[f"{name}_wall_samples_per_s"] = trained / r["wall_s"]
+                row["ratio"] = row["fused_wall_samples_per_s"] / row["separate_wall_samples_per_s"]
+                row["ratio_training"] = (
+                    row["fused_training_samples_per_s"] / row["separate_training_samples_per_s"]
+                )
+                row["max_val_acc_difference"] = float(
+                    np.max(np.abs(np.subtract(sep["val_acc"], fus["val_acc"])))
+                )
+                rows.append(row)
+    finally:
+        ray.shutdown()
+    if args.json:
+        out: dict[str, Any] = {"cpus": args.cpus, "epochs": args.epochs, "rows": rows}
+        out |= {f"ratio_k{r['k']}": r["ratio"] for r in rows}
+        print(json.dumps(out, indent=1))
+        return
+    print("samples/s: training phase summed over members | samples trained / wall time")
+    print(
+        f"{'k':>3s} {'separate':>19s} {'fused':>19s} {'ratio':>11s} {'wall sep':>9s} "
+        f"{'wall fused':>10s} {'max |dacc|':>10s}"
+    )
+    for r in rows:
+        sep, fus = (
+            f"{r[f'{n}_training_samples_per_s']:,.0f} | {r[f'{n}_wall_samples_per_s']:,.0f}"
+            for n in ("separate", "fused")
+        )
+        print(
+            f"{r['k']:3d} {sep:>19s} {fus:>19s} {r['ratio_training']:4.2f} | {r['ratio']:4.2f} "
+            f"{r['separate_wall_s']:8.1f}s {r['fused_wall_s']:9.1f}s "
+            f"{r['max_val_acc_difference']:10.2g}"
+        )
+
+
+if __name__ == "__main__":
+    main()
