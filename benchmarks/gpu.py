@@ -259,7 +259,7 @@ def fused_sweep(n: int, fuse: int, processes: int) -> tuple[float, int, int]:
     sharing the GPU. Returns (wall seconds including process start, trials done, groups)."""
     from caviar.searchers import searcher_class
     from caviar.spec import parse_spec
-    from caviar.train.population import group_key
+    from caviar.train import group_key
 
     spec = parse_spec(quickstart_spec("fused", n, {"cpu": 1, "gpu": 0}))
     searcher = searcher_class("random")(

@@ -89,12 +89,24 @@ def _ship_by_value(fn: Callable) -> None:
 
 
 def make_trainable(
-    spec: SweepSpec, search_path: str, fn: Callable[[dict], Any] | None = None
+    spec: SweepSpec,
+    search_path: str,
+    fn: Callable[[dict], Any] | None = None,
+    broker: Any = None,
 ) -> Any:
     """The function Ray Tune runs for each trial, with its resources attached. `fn`: the user's
-    train function as an object, instead of importing `spec.train.function` by name."""
+    train function as an object, instead of importing `spec.train.function` by name.
+    `broker`: fused trials' (`caviar.fused`), whose groups hold the resources."""
     from ray import tune
 
+    from caviar import ray_seam
+
+    if broker is not None:
+        from caviar import fused
+
+        trainable = fused.trainable(broker, spec.metrics[0])
+        resources = {"cpu": 0, "memory": fused.MEMBER_MEMORY}
+        return tune.with_resources(ray_seam.restoring(trainable), resources)
     if spec.train.function:
         if fn is not None:
             _ship_by_value(fn)
@@ -108,22 +120,36 @@ def make_trainable(
             )
         )
     else:
-        from caviar.train.data import load
-
         # Built once in the driver and shared through the object store: no trial rebuilds it.
         trainable = tune.with_parameters(
             functools.partial(
                 _builtin_trainable,
                 model=spec.train.model,
-                threads=max(1, int(spec.resources.cpu)),
+                threads=_threads(spec),
                 metric=spec.metrics[0],
             ),
-            data=load(spec.train.task, spec.seed, spec.train.data, spec.train.label),
+            data=_data(spec),
         )
-    from caviar import ray_seam
-
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return tune.with_resources(ray_seam.restoring(trainable), resources)
+
+
+def _threads(spec: SweepSpec) -> int:
+    return max(1, int(spec.resources.cpu))
+
+
+def _data(spec: SweepSpec) -> Any:
+    from caviar.train.data import load
+
+    return load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
+
+
+def _start_broker(spec: SweepSpec, groups: int) -> Any:
+    """Fused trials' broker (`caviar.fused`): up to `groups` groups of `resources.fuse`."""
+    from caviar import fused
+
+    r = spec.resources
+    return fused.start(_data(spec), spec.train.model, r.fuse, groups, _threads(spec), r.cpu, r.gpu)
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:
@@ -350,6 +376,7 @@ def _sweep(
         logging.getLogger(name).addFilter(_MISLEADING_RAY_LOG)  # once: the same instance
     with rundir.claim(run_dir):
         started = _init_ray(address)
+        broker = None
         try:
             _check_shared_storage(run_dir)
             searcher = searcher_class(spec.searcher.name)(
@@ -406,13 +433,18 @@ def _sweep(
             # time. The cluster's capacity is checked either way: a trial that fits no node
             # would hang.
             capacity = _default_concurrency(spec)
-            concurrency = spec.budget.max_concurrent or capacity
+            # Fused: `capacity` groups of up to `fuse` member trials each.
+            concurrency = spec.budget.max_concurrent or capacity * spec.resources.fuse
+            broker = _start_broker(spec, capacity) if spec.resources.fuse > 1 else None
+            if broker is not None:
+                callbacks.append(seam.Release(broker))
             search_alg = tune.search.ConcurrencyLimiter(
                 seam.SearcherAdapter(searcher, spec.train.max_epochs), max_concurrent=concurrency
             )
+            groups = f" in up to {capacity} fused groups" if broker is not None else ""
             print(
                 f"caviar: {'resuming' if resume else 'sweep'} {spec.name}: "
-                f"{spec.budget.num_samples} trials, {concurrency} at a time, "
+                f"{spec.budget.num_samples} trials, {concurrency} at a time{groups}, "
                 f"run dir {run_dir.uri}",
                 flush=True,
             )
@@ -421,7 +453,7 @@ def _sweep(
             # unpickle copies of the first run's, cut off from this driver.
             with _graceful_stop() as signals:
                 analysis = tune.run(
-                    make_trainable(spec, search_path, train_fn),
+                    make_trainable(spec, search_path, train_fn, broker),
                     name=results.RAY_DIR,
                     storage_path=run_dir.uri,
                     metric=spec.metrics[0],  # what Ray itself reports on: the first metric
@@ -455,6 +487,8 @@ def _sweep(
                 status.update(dict.fromkeys(progress.in_flight, "RUNNING"))
             recorder.write(seam.ray_trials(analysis.trials, status))
         finally:
+            if broker is not None:
+                ray.kill(broker)  # and with it, the groups it started
             if started:
                 ray.shutdown()
     if signals:

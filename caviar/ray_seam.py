@@ -275,7 +275,7 @@ def pbt_mutations(spec: SweepSpec) -> dict[str, Any]:
     batch size ...) are left out: a checkpoint of one shape cannot continue in another."""
     import numpy as np
 
-    from caviar.train.population import SHARED
+    from caviar.train import SHARED
 
     rng = np.random.default_rng(spec.seed)
     fixed_shape = set(SHARED) | {"hidden", "channels"} if spec.train.task else set()
@@ -477,6 +477,22 @@ class TrialHung(TuneError):
 
 class TrialTimeout(TuneError):
     """A trial ran past the spec's per-trial limit (budget.trial_time_s)."""
+
+
+class Release(Callback):
+    """Fused trials (`caviar.fused`): tells the broker when a member trial is done with its
+    group: completed, stopped by the scheduler, failed, or about to be retried. Waits for the
+    broker, so that a retried trial's new attempt never reaches it first."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        import ray
+
+        ray.get(self.broker.release.remote(trial.trial_id))
+
+    on_trial_error = on_trial_recover = on_trial_complete
 
 
 class Watchdog(Callback):

@@ -74,23 +74,30 @@ class Session:
         return state
 
 
+def where() -> dict[str, str]:
+    """Where this Ray worker trains: its node, and its GPU's model when it has one."""
+    import ray
+
+    out = {"node_id": ray.get_runtime_context().get_node_id()}
+    if ray.get_gpu_ids():
+        import torch  # a GPU trial trains with torch; ask it which GPU this is
+
+        out["gpu_model"] = torch.cuda.get_device_name(0)
+    return out
+
+
 class RaySession(Session):
     """Reports to Ray Tune; checkpoints are a pickled dict in a checkpoint directory."""
 
     def __init__(self, metric: str | None = None):
         super().__init__(metric)
-        import ray
-
-        self.where = {"node_id": ray.get_runtime_context().get_node_id()}
-        if ray.get_gpu_ids():
-            import torch  # a GPU trial trains with torch; ask it which GPU this is
-
-            self.where["gpu_model"] = torch.cuda.get_device_name(0)
+        self.where = where()
 
     def report(self, metrics: dict[str, Any], checkpoint: Any) -> None:
         from ray import tune
 
-        metrics = {**metrics, **self.where}
+        # A fused trial's metrics say where its group trained.
+        metrics = {**self.where, **metrics}
         if checkpoint is None:
             _ray("tune.report")(metrics)
             return

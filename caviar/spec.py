@@ -81,8 +81,13 @@ class WatchdogSpec:
 
 @dataclass(frozen=True, config=_STRICT)
 class ResourcesSpec:
+    """What each trial gets; with `fuse`, what each fused group of trials gets."""
+
     cpu: Annotated[float, Field(gt=0)] = 1.0
     gpu: Annotated[float, Field(ge=0)] = 0.0
+    fuse: PositiveInt = 1
+    """Up to this many trials of one shape train as one batched computation (`caviar.fused`)
+    on one `cpu`/`gpu` share; each is still a trial of its own. 1: each trial alone."""
 
 
 @dataclass(frozen=True, config=_STRICT)
@@ -544,6 +549,7 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
             f"initial population at random; found searcher '{spec.searcher.name}'; use "
             "searcher random, or leave the searcher out"
         )
+    problems.extend(_fused(spec))
     if spec.budget.num_samples > MAX_TRIALS:
         problems.append(
             f"budget.num_samples: at most {MAX_TRIALS:,} trials per sweep (Ray Tune keeps every "
@@ -566,6 +572,30 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
         problems.append(
             f"scheduler.{first}: must be <= train.max_epochs ({t.max_epochs}), "
             f"found {getattr(spec.scheduler.options, first)}"
+        )
+    return problems
+
+
+FUSING_SCHEDULERS = ("caviar", "asha", "median", "fifo")
+"""Schedulers that only continue or stop trials. Fused trials cannot pause: a paused member
+would hold its group at the next epoch's barrier."""
+
+
+def _fused(spec: SweepSpec) -> list[str]:
+    if spec.resources.fuse == 1:
+        return []
+    problems = []
+    if spec.train.function:
+        problems.append(
+            "resources.fuse: fused trials train the built-in train function's models as one "
+            f"batched computation, and this sweep runs train.function {spec.train.function!r}; "
+            "remove resources.fuse, or use train.task and train.model"
+        )
+    if spec.scheduler.name not in FUSING_SCHEDULERS:
+        problems.append(
+            f"scheduler.name: scheduler '{spec.scheduler.name}' pauses trials, which fused "
+            f"trials cannot; use one of {', '.join(FUSING_SCHEDULERS)} with resources.fuse, or "
+            "remove resources.fuse"
         )
     return problems
 

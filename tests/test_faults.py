@@ -300,3 +300,78 @@ def test_caviars_scheduler_keeps_its_measurements_across_an_interrupt(
     assert after.loc[0, "reached"] == n and after.loc[0, "reached"] >= before.loc[0, "reached"]
     assert (after["stopped"] >= before["stopped"]).all()
     assert after["stopped"].sum() == (trials["status"] == "early_stopped").sum()
+
+
+def test_a_fused_sweep_killed_and_resumed_keeps_every_member_as_if_trained_alone(
+    write_spec, tmp_path, private_ray_tmp
+):
+    """Fused trials (4 per group) under ASHA, some diverging: kill -9 the driver mid-sweep,
+    resume. Every member is a trial once, with every epoch once; members caught mid-sweep go
+    on from their checkpoints; each member's history is what its configuration gives alone.
+    (Alone and fused differ by float rounding, 1e-7 an epoch; some configurations amplify it
+    past 1e-5 after six epochs or so, hence four.)"""
+    import functools
+
+    from caviar import session
+    from caviar.train.data import load
+    from caviar.train.loop import train
+
+    n, epochs = 16, 4
+    spec = write_spec(
+        {
+            "train": {
+                "task": "mnist1d",
+                "model": "mlp",
+                "max_epochs": epochs,
+                "fixed": {"optimizer": "sgd", "momentum": 0.9},
+            },
+            # lr 1e6 diverges within an epoch or two.
+            "space": {"lr": {"choice": [0.03, 0.1, 1e6]}, "hidden": {"randint": [32, 96]}},
+            "searcher": {"name": "random"},
+            "budget": {"num_samples": n},
+            "resources": {"cpu": 1, "fuse": 4},
+        }
+    )
+    run_dir = tmp_path / "runs" / "r"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    wait_for_reports(proc, run_dir, 12)
+    proc.kill()
+    assert "fused groups" in proc.output
+    proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+
+    trials, history = load_trials(run_dir), load_history(run_dir)
+    assert len(trials) == n and trials["trial_id"].is_unique
+    statuses = set(trials["status"])
+    assert {"early_stopped", "diverged"} <= statuses <= {"completed", "early_stopped", "diverged"}
+    assert (trials["status"] == "diverged").eq(trials["param_lr"] == 1e6).all()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert trials.set_index("trial_id")["epochs"].to_dict() == (
+        history.groupby("trial_id").size().to_dict()
+    )
+    restarts = [
+        r
+        for path in run_dir.glob("ray/*/result.json")
+        for r in map(json.loads, path.read_text().splitlines())
+        if r["iterations_since_restore"] == 1 and r["epoch"] > 1
+    ]
+    assert restarts  # members went on from their checkpoints after the kill
+
+    data = load("mnist1d")
+    for status in ("completed", "early_stopped", "diverged"):
+        row = trials[trials["status"] == status].iloc[0]
+        config = {c[len("param_") :]: row[c] for c in trials.columns if c.startswith("param_")}
+        config = {k: v.item() if hasattr(v, "item") else v for k, v in config.items()}
+        alone = session.run(
+            functools.partial(train, data=data, model="mlp"), config, session.Session("val_acc")
+        ).results
+        mine = history[history["trial_id"] == row["trial_id"]].sort_values("epoch")
+        assert len(mine) <= len(alone)
+        for column in ("train_loss", "val_loss", "val_acc"):
+            expected = [r[column] for r in alone[: len(mine)]]
+            assert mine[column].tolist() == pytest.approx(expected, abs=1e-5, nan_ok=True), (
+                status,
+                column,
+            )

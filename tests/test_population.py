@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from caviar.train import DEFAULTS
+from caviar.train import DEFAULTS, group_key
 from caviar.train.data import load
 from caviar.train.optim import StackedOptimizer
-from caviar.train.population import Population, group_key
+from caviar.train.population import Population
 
 METRICS = ("train_loss", "val_loss", "val_acc", "test_acc", "best_val_acc", "lr")
 

@@ -138,6 +138,20 @@ def test_yaml_syntax_error_names_the_line(write_spec):
             r"train.max_epochs: 1,000,000,000 epochs with no budget.time_budget_s would run for ever",
         ),
         ({"max_failures": -1}, r"max_failures: expected greater than or equal to 0, found -1"),
+        ({"resources": {"fuse": 0}}, r"resources.fuse: expected greater than or equal to 1"),
+        (
+            {"resources": {"fuse": 8}, "scheduler": {"name": "hyperband"}},
+            r"scheduler.name: scheduler 'hyperband' pauses trials, which fused trials cannot",
+        ),
+        (
+            {
+                "resources": {"fuse": 8},
+                "train": {"function": "mytrain:train", "max_epochs": 4},
+                "metric": "score",
+                "space": {"x": {"uniform": [0, 1]}},
+            },
+            r"resources.fuse: fused trials train the built-in train function's models",
+        ),
         ({"name": ".."}, r"name: expected letters, digits"),
     ],
 )

@@ -121,7 +121,7 @@ def _train_group(args: tuple[str, list[tuple[int, dict]]]) -> list[dict[str, Any
 def make_bank(task: str, configs: int, processes: int) -> Path:
     import pandas as pd
 
-    from caviar.train.population import group_key
+    from caviar.train import group_key
 
     chosen = configurations(task, configs)
     groups: dict[tuple, list[tuple[int, dict]]] = {}

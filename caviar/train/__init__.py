@@ -295,6 +295,28 @@ HYPERPARAMETERS = tuple(DEFAULTS)
 CHOICES: dict[str, tuple] = {k.name: k.choices for k in KNOBS if k.choices is not None}
 
 
+SHARED = (
+    "depth",
+    "kernel_size",
+    "pool",
+    "activation",
+    "batch_norm",
+    "batch_size",
+    "accumulate",
+    "optimizer",
+    "nesterov",
+    "precision",
+)
+"""Hyperparameters that fix the shape of the computation: members of one population agree on
+them. Everything else (widths included) may differ between members."""
+
+
+def group_key(config: dict[str, object]) -> tuple:
+    """Configurations with the same key can train in one population."""
+    hp = {**DEFAULTS, **config}
+    return tuple(hp[k] for k in SHARED)
+
+
 def knob_table() -> str:
     """The README's table of the knobs, in markdown."""
     rows = ["| knob | default | values | meaning |", "|---|---|---|---|"]

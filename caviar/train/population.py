@@ -33,35 +33,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from caviar.train import DEFAULTS, models
+from caviar.train import DEFAULTS, SHARED, group_key, models
 from caviar.train.data import Data
 from caviar.train.optim import Schedule, StackedOptimizer
-
-SHARED = (
-    "depth",
-    "kernel_size",
-    "pool",
-    "activation",
-    "batch_norm",
-    "batch_size",
-    "accumulate",
-    "optimizer",
-    "nesterov",
-    "precision",
-)
-"""Hyperparameters that fix the shape of the computation: members of one population agree on
-them. Everything else (widths included) may differ between members."""
-
 
 BATCHED_OPTIMIZER_FROM = 9
 """On a GPU, populations of this many members or more update in one batched set of kernels
 (`StackedOptimizer`); smaller ones call torch's fused kernel per member."""
-
-
-def group_key(config: dict[str, Any]) -> tuple:
-    """Configurations with the same key can train in one population."""
-    hp = {**DEFAULTS, **config}
-    return tuple(hp[k] for k in SHARED)
 
 
 def batches_per_epoch(n: int, hp: dict[str, Any]) -> int:
