@@ -1,27 +1,23 @@
-"""Fused trials on the CPU (issue 15): k configurations trained as one population in one Ray
-task, against the same k configurations as k separate trials of a real caviar sweep, at the
-same total CPU, side by side.
+"""Fused trials on the CPU (issue 15): k configurations as one fused group of a caviar sweep,
+against the same k configurations as k separate trials of a caviar sweep, at the same total
+CPU, side by side.
 
     python -m benchmarks.fused [--ks 2 4 8 16] [--epochs 20] [--cpus 2] [--json]
 
-separate: a caviar sweep (FIFO, grid over k learning rates) of the built-in train function,
-    `resources: {cpu: CPUS / k}` with all k trials at once: each a population of one, each
-    reporting and checkpointing every epoch through Ray Tune.
-fused: one Ray task with CPUS CPUs (torch threads = CPUS) training those k configurations
-    (read back from the sweep's trials.parquet) as one `caviar.train.population.Population`,
-    writing every member's checkpoint every epoch (`torch.save`) as the separate trials do;
-    not yet a caviar sweep (the Ray integration of fused trials is issue 15's remaining work),
-    so it skips Ray Tune's reporting and the driver's tables.
+Both are real caviar sweeps (FIFO, grid over k learning rates, all k trials at once) of the
+built-in train function, every trial reporting and checkpointing every epoch through Ray Tune:
+separate: `resources: {cpu: CPUS / k}`, each trial a population of one in its own process;
+fused: `resources: {cpu: CPUS, fuse: k}`, the k trials members of one group (`caviar.fused`)
+that trains them as one `caviar.train.population.Population` with CPUS torch threads.
 
 Two figures for each: the members' training-phase samples per second summed (the built-in
 function's `samples_per_s`: examples trained / seconds of the epoch's training phase, median
 over epochs 2..E, the first being warm-up), and the samples trained in all over the wall time
-(separate: `caviar.driver.run` from launch to return; fused: the Ray task from submission to
-return, data loading included). Trials that share the CPUs time-slice, so each one's
+(`caviar.driver.run` from launch to return). Trials that share the CPUs time-slice, so each one's
 training-phase rate overstates what they deliver together; the wall figure is what a user
 gets. The final val_acc of each configuration in both shows they learned alike: a member
 computes what it would alone up to float rounding (tests/test_population.py checks 1e-5 over a
-few epochs), and rounding differences (batched against single matmuls, and the fused task's
+few epochs), and rounding differences (batched against single matmuls, and the fused group's
 CPUS torch threads against one per separate trial) grow over many epochs at high learning
 rates, to a few validation examples.
 With --json the figures are printed to stdout as one JSON object (the sweeps' output goes to
@@ -33,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -45,9 +40,11 @@ MODEL = {"optimizer": "adamw", "depth": 2, "hidden": 128, "batch_size": 64, "dro
 """The quickstart's MLP at one shape: members of a population share it."""
 
 
-def spec(k: int, epochs: int, cpus: float) -> dict[str, Any]:
+def spec(k: int, epochs: int, cpus: float, fuse: bool) -> dict[str, Any]:
+    name = "fused" if fuse else "separate"
+    resources = {"cpu": cpus, "fuse": k} if fuse else {"cpu": cpus / k}
     return {
-        "name": f"separate-{k}",
+        "name": f"{name}-{k}",
         "metric": "val_acc",
         "mode": "max",
         "train": {"task": "mnist1d", "model": "mlp", "max_epochs": epochs, "fixed": MODEL},
@@ -55,59 +52,27 @@ def spec(k: int, epochs: int, cpus: float) -> dict[str, Any]:
         "searcher": {"name": "grid"},
         "scheduler": {"name": "fifo"},
         "budget": {"num_samples": k, "max_concurrent": k},
-        "resources": {"cpu": cpus / k, "gpu": 0},
+        "resources": resources | {"gpu": 0},
     }
 
 
-def separate(k: int, epochs: int, cpus: float, storage: str) -> tuple[dict, list[dict]]:
-    """The sweep's figures and the k configurations it trained."""
+def sweep(k: int, epochs: int, cpus: float, fuse: bool, storage: str) -> dict:
+    """One sweep's figures; val_acc is each configuration's final one, in order of lr."""
     import pandas as pd
 
     from caviar import driver
     from caviar.spec import parse_spec
 
     t0 = time.perf_counter()
-    run_dir = driver.run(parse_spec(spec(k, epochs, cpus)), storage=storage)
+    run_dir = driver.run(parse_spec(spec(k, epochs, cpus, fuse)), storage=storage)
     wall = time.perf_counter() - t0
-    trials = pd.read_parquet(f"{run_dir}/trials.parquet")
+    trials = pd.read_parquet(f"{run_dir}/trials.parquet").sort_values("param_lr")
     history = pd.read_parquet(f"{run_dir}/history.parquet")
     assert len(trials) == k and (trials.status == "completed").all(), trials.status.tolist()
     later = history[history.epoch >= 2]
     rate = later.groupby("epoch")["samples_per_s"].sum().median()
-    configs = [{**MODEL, "max_epochs": epochs, "lr": float(lr)} for lr in trials.param_lr.tolist()]
     finals = trials.val_acc.astype(float).tolist()
-    return {"samples_per_s": float(rate), "wall_s": float(wall), "val_acc": finals}, configs
-
-
-def _fused_task(configs: list[dict], threads: int) -> dict:
-    import torch
-
-    from caviar.train.data import load
-    from caviar.train.population import Population
-
-    population = Population(load("mnist1d"), "mlp", threads=threads)
-    for i, config in enumerate(configs):
-        population.add(i, config)
-    rates, finals = [], {}
-    with tempfile.TemporaryDirectory(prefix="caviar-fused-ckpt-") as ckpt:
-        while len(population):
-            out = population.train_epoch()
-            if out[0][1]["epoch"] >= 2:
-                rates.append(sum(metrics["samples_per_s"] for _, metrics, _, _ in out))
-            for key, metrics, checkpoint, done in out:
-                torch.save(checkpoint, f"{ckpt}/{key}.pt")
-                if done:
-                    finals[key] = metrics["val_acc"]
-    return {"samples_per_s": statistics.median(rates), "val_acc": [finals[i] for i in finals]}
-
-
-def fused(configs: list[dict], cpus: float) -> dict:
-    import ray
-
-    task = ray.remote(num_cpus=cpus)(_fused_task)
-    t0 = time.perf_counter()
-    out = ray.get(task.remote(configs, max(1, int(cpus))))
-    return out | {"wall_s": time.perf_counter() - t0}
+    return {"samples_per_s": float(rate), "wall_s": float(wall), "val_acc": finals}
 
 
 def samples_per_epoch() -> int:
@@ -136,8 +101,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="caviar-fused-") as storage, sweep_output:
             for k in args.ks:
-                sep, configs = separate(k, args.epochs, args.cpus, storage)
-                fus = fused(configs, args.cpus)
+                sep = sweep(k, args.epochs, args.cpus, False, storage)
+                fus = sweep(k, args.epochs, args.cpus, True, storage)
                 trained = k * args.epochs * per_epoch
                 row: dict[str, Any] = {"k": k}
                 for name, r in (("separate", sep), ("fused", fus)):

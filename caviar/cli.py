@@ -44,6 +44,12 @@ def _validate(args: argparse.Namespace) -> None:
     )
     if summary:
         print(f"{args.spec}: {spec.searcher.name}: {summary}")
+    r = spec.resources
+    if r.fuse > 1:
+        print(
+            f"{args.spec}: fused: up to {r.fuse} trials of one shape train together as one "
+            f"group, each group holding cpu {r.cpu:g}, gpu {r.gpu:g}"
+        )
     for metric, mode in zip(spec.metrics, spec.modes, strict=True):
         for warning in mode_warnings(metric, mode):
             print(f"{args.spec}: warning: {warning}")

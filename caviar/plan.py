@@ -17,7 +17,6 @@ trains fully).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,8 +52,10 @@ class Plan:
     """caviar's scheduler: `rungs` are for typical curves; this is the cost if no rung is
     ever trusted."""
     epoch_seconds: float | None = None
+    """The probe's: one trial's epoch, or one fused group's (`fuse` members at once)."""
     concurrency: int = 1
     gpu_per_trial: float = 0.0
+    fuse: int = 1
 
     @property
     def epochs(self) -> float:
@@ -91,8 +92,10 @@ class Plan:
             )
         if self.epoch_seconds is not None:
             lines.append(
-                f"  probe: {self.epoch_seconds:.2f} s per epoch; {self.concurrency} trials at a "
-                f"time: about {_duration(self.wall_seconds or 0)} wall time"
+                f"  probe: {self.epoch_seconds:.2f} s per epoch"
+                + (f" of a fused group of {self.fuse}" if self.fuse > 1 else "")
+                + f"; {self.concurrency} trials at a time: "
+                f"about {_duration(self.wall_seconds or 0)} wall time"
                 + (f", {self.gpu_hours:.2f} GPU-hours" if self.gpu_per_trial else "")
             )
         return "\n".join(lines)
@@ -184,23 +187,20 @@ def expected_rungs(spec: SweepSpec, simulations: int = SIMULATIONS, seed: int = 
 
 def probe(spec: SweepSpec, epochs: int = 2) -> float:
     """Seconds per epoch of one trial of the built-in train function (its second epoch: the
-    first pays for setup), trained here with the spec's first configuration."""
-    import functools
-
-    from caviar import session
+    first pays for setup), trained here with the spec's first configuration; with
+    `resources.fuse`, of one fused group of that many members."""
     from caviar.train.data import load
-    from caviar.train.loop import train
+    from caviar.train.population import Population
 
     config = spec.trial_space().sample(np.random.default_rng(spec.seed))
     config["max_epochs"] = epochs
     data = load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
-    fn = functools.partial(
-        train, data=data, model=spec.train.model, threads=max(1, int(spec.resources.cpu))
-    )
-    t0 = time.perf_counter()
-    results = session.run(fn, config, session.Session(spec.metrics[0])).results
-    seconds = [r.get("epoch_seconds") for r in results]
-    return float(seconds[-1]) if seconds and seconds[-1] else (time.perf_counter() - t0) / epochs
+    population = Population(data, spec.train.model, threads=max(1, int(spec.resources.cpu)))
+    for member in range(spec.resources.fuse):
+        population.add(member, config)
+    for _ in range(epochs):
+        out = population.train_epoch()
+    return float(out[0][1]["epoch_seconds"])
 
 
 def make_plan(spec: SweepSpec, concurrency: int, epoch_seconds: float | None = None) -> Plan:
@@ -215,13 +215,14 @@ def make_plan(spec: SweepSpec, concurrency: int, epoch_seconds: float | None = N
         else None,
         epoch_seconds=epoch_seconds,
         concurrency=max(1, concurrency),
-        gpu_per_trial=spec.resources.gpu,
+        gpu_per_trial=spec.resources.gpu / spec.resources.fuse,
+        fuse=spec.resources.fuse,
     )
 
 
 def local_concurrency(spec: SweepSpec) -> int:
     """Trials at once on this machine: the spec's max_concurrent, else what its CPUs (and
-    GPUs) hold, as the embedded Ray would size itself."""
+    GPUs) hold, as the embedded Ray would size itself (times `resources.fuse`)."""
     import os
 
     if spec.budget.max_concurrent:
@@ -229,7 +230,7 @@ def local_concurrency(spec: SweepSpec) -> int:
     slots = math.floor((os.cpu_count() or 1) / spec.resources.cpu)
     if spec.resources.gpu:
         slots = min(slots, math.floor(_gpus() / spec.resources.gpu))
-    return max(1, slots)
+    return max(1, slots) * spec.resources.fuse
 
 
 def _gpus() -> int:

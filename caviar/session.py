@@ -47,6 +47,11 @@ def _memory_kind(e: BaseException) -> str | None:
     return None
 
 
+class Pickled(bytes):
+    """A checkpoint dict already pickled, as a checkpoint file holds it: a fused trial passes
+    its group's checkpoints on this way, so its process never imports torch."""
+
+
 class Session:
     """Where reports go. The base class keeps them in memory."""
 
@@ -58,20 +63,25 @@ class Session:
         self.last_epoch = 0
         """The epoch of the latest report, or of the checkpoint the trial resumed from."""
 
-    def report(self, metrics: dict[str, Any], checkpoint: dict | None) -> None:
+    def report(self, metrics: dict[str, Any], checkpoint: dict | Pickled | None) -> None:
         self.results.append(metrics)
         if checkpoint is not None:
             # A round trip through pickle, as a real checkpoint would take.
-            self.checkpoint = pickle.loads(pickle.dumps(checkpoint, protocol=5))
+            self.checkpoint = pickle.loads(_pickled(checkpoint))
 
-    def get_checkpoint(self) -> dict | None:
-        return self._resumed_from(self.checkpoint)
+    def get_checkpoint(self, pickled: bool = False) -> dict | Pickled | None:
+        state = self._resumed_from(self.checkpoint)
+        return Pickled(_pickled(state)) if pickled and state is not None else state
 
     def _resumed_from(self, state: Any) -> Any:
         """The checkpoint a trial resumes from: its epoch is the trial's latest."""
         if isinstance(state, dict) and isinstance(state.get("epoch"), int):
             self.last_epoch = state["epoch"]
         return state
+
+
+def _pickled(checkpoint: dict | Pickled) -> bytes:
+    return checkpoint if isinstance(checkpoint, Pickled) else pickle.dumps(checkpoint, protocol=5)
 
 
 def where() -> dict[str, str]:
@@ -111,15 +121,17 @@ class RaySession(Session):
         # directory is enough.
         with tempfile.TemporaryDirectory(prefix="caviar-ckpt-") as d:
             with open(os.path.join(d, CHECKPOINT_FILE), "wb") as f:
-                pickle.dump(checkpoint, f, protocol=5)
+                f.write(_pickled(checkpoint))
+            with open(os.path.join(d, EPOCH_FILE), "w") as f:
+                f.write(str(metrics["epoch"]))
             _ray("tune.report")(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    def get_checkpoint(self) -> dict | None:
-        ckpt = _ray("tune.get_checkpoint")()
+    def get_checkpoint(self, pickled: bool = False) -> dict | Pickled | None:
+        ckpt = self.ray_checkpoint()  # its epoch file, when it has one, sets last_epoch
         if ckpt is None:
             return None
         with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
-            return self._resumed_from(pickle.load(f))
+            return Pickled(f.read()) if pickled else self._resumed_from(pickle.load(f))
 
     def ray_checkpoint(self) -> Any:
         """The trial's checkpoint as Ray Tune gives it (for a Ray Tune train function)."""
@@ -252,9 +264,10 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
         raise Diverged(f"{s.metric}={value!r} at epoch {epoch}")
 
 
-def get_checkpoint() -> dict | None:
-    """The latest checkpoint dict of this trial if it is being resumed, else None."""
-    return _session().get_checkpoint()
+def get_checkpoint(pickled: bool = False) -> dict | Pickled | None:
+    """The latest checkpoint dict of this trial if it is being resumed, else None; `pickled`:
+    as its file holds it, unread."""
+    return _session().get_checkpoint(pickled)
 
 
 def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> Session:

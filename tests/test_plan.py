@@ -67,3 +67,17 @@ def test_cli_plan_without_probe():
     out = caviar_cli("plan", "--no-probe", "examples/quickstart.yaml", without_ray=True)
     assert out.returncode == 0, out.stderr
     assert "scheduler asha" in out.stdout and "expected total:" in out.stdout
+
+
+def test_a_fused_plan_probes_a_whole_group_and_counts_its_members():
+    fused = spec(resources={"cpu": 1, "gpu": 0, "fuse": 4}, budget={"num_samples": 60})
+    seconds = plan.probe(fused)
+    assert seconds > 0
+    concurrency = plan.local_concurrency(fused)
+    assert concurrency == plan.local_concurrency(spec(resources={"cpu": 1, "gpu": 0})) * 4
+    made = plan.make_plan(fused, concurrency, seconds)
+    assert made.wall_seconds == pytest.approx(made.epochs * seconds / concurrency)
+    assert f"s per epoch of a fused group of 4; {concurrency} trials at a time" in made.text()
+    # A member holds a quarter of its group's GPU share.
+    gpu = plan.make_plan(spec(resources={"cpu": 1, "gpu": 0.5, "fuse": 4}), 8, seconds)
+    assert gpu.gpu_hours == pytest.approx(gpu.epochs * seconds * 0.5 / 4 / 3600)

@@ -1,13 +1,15 @@
 """Real sweeps on a private local Ray, run through the `caviar` command as a user would."""
 
 import json
+import re
 import subprocess
 import textwrap
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import CAVIAR, caviar_cli
+from tests.conftest import CAVIAR, QUICK_SPEC, caviar_cli
 
 pytestmark = pytest.mark.integration
 
@@ -399,3 +401,34 @@ def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
     # The analysis and the report take the nulls in their stride.
     caviar("report", str(run_dir), "--out", str(tmp_path / "report.html"), cwd=tmp_path)
     assert "momentum" in (tmp_path / "report.html").read_text()
+
+
+def test_fused_trials_under_the_default_scheduler_and_searcher(tmp_path, private_ray_tmp):
+    """caviar's scheduler and TPE (random for its first 20) with 4 members a group: two
+    shapes (batch sizes), so members of one shape share groups as they come and go."""
+    raw = {key: value for key, value in QUICK_SPEC.items() if key != "scheduler"}
+    raw["train"] = {**raw["train"], "fixed": {"optimizer": "adamw", "hidden": 32}}
+    raw["space"] = {
+        "lr": {"loguniform": [1e-4, 1e-1]},
+        "weight_decay": {"loguniform": [1e-6, 1e-1]},
+        "batch_size": {"choice": [32, 64]},
+    }
+    raw |= {"budget": {"num_samples": 24}, "resources": {"cpu": 1, "fuse": 4}}
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    out = caviar("validate", "spec.yaml", cwd=tmp_path)
+    assert "with tpe, scheduler caviar" in out and "up to 4 trials of one shape" in out, out
+    out = caviar("run", "spec.yaml", "--storage", "runs", "--name", "r", cwd=tmp_path)
+    at_a_time, groups = map(
+        int, re.search(r"(\d+) at a time in up to (\d+) fused groups", out).groups()
+    )
+    assert at_a_time == 4 * groups, out
+    trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
+    history = pd.read_parquet(tmp_path / "runs" / "r" / "history.parquet")
+    assert len(trials) == 24 and set(trials["status"]) <= {"completed", "early_stopped"}
+    assert (trials["status"] == "early_stopped").any()  # members leave their groups early
+    assert len(history) == trials["epochs"].sum()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert (tmp_path / "runs" / "r" / "audit.parquet").exists()
+    # Members of a group report their group's epoch: the same epoch_seconds, to the bit.
+    together = history.groupby("epoch_seconds")["trial_id"].nunique()
+    assert together.max() >= 2, together
