@@ -149,7 +149,16 @@ def _start_broker(spec: SweepSpec, groups: int) -> Any:
     from caviar import fused
 
     r = spec.resources
-    return fused.start(_data(spec), spec.train.model, r.fuse, groups, _threads(spec), r.cpu, r.gpu)
+    return fused.start(
+        _data(spec),
+        spec.train.model,
+        r.fuse,
+        groups,
+        _threads(spec),
+        r.cpu,
+        r.gpu,
+        spec.budget.num_samples,
+    )
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:

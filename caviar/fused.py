@@ -157,6 +157,7 @@ class Broker:
         threads: int,
         cpu: float,
         gpu: float,
+        prestart: int = 0,
     ) -> None:
         self.data = data[0]  # an ObjectRef, kept as one: each group resolves it
         self.size, self.max_groups = size, max_groups
@@ -165,6 +166,8 @@ class Broker:
         self.member: dict[str, tuple[int, str]] = {}
         self.ids = itertools.count()
         self.changed = asyncio.Condition()
+        for _ in range(prestart):  # started while Ray Tune starts the member trials
+            self.slots[next(self.ids)] = _Slot(self._new_group())
 
     async def assign(self, trial_id: str, key: tuple) -> tuple[int, Any, str]:
         """(group id, group, member key) for a trial; a member key is new at every call, so a
@@ -251,15 +254,24 @@ def member(config: dict[str, Any], *, broker: Any) -> None:
 
 
 def start(
-    data: Any, model: str, size: int, max_groups: int, threads: int, cpu: float, gpu: float
+    data: Any,
+    model: str,
+    size: int,
+    max_groups: int,
+    threads: int,
+    cpu: float,
+    gpu: float,
+    trials: int,
 ) -> Any:
-    """The sweep's broker, as an actor the caller owns (and kills at the sweep's end)."""
+    """The sweep's broker, as an actor the caller owns (and kills at the sweep's end), with
+    the groups that `trials` member trials will fill already starting."""
     import ray
 
+    prestart = min(max_groups, -(-trials // size))
     return (
         ray.remote(Broker)
         .options(num_cpus=0)
-        .remote([ray.put(data)], model, size, max_groups, threads, cpu, gpu)
+        .remote([ray.put(data)], model, size, max_groups, threads, cpu, gpu, prestart)
     )
 
 

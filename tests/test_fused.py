@@ -111,9 +111,10 @@ class _Broker(Broker):
         return _FakeGroup()
 
 
-def test_the_broker_fills_groups_by_shape_and_waits_for_room():
+@pytest.mark.parametrize("prestart", [0, 2])
+def test_the_broker_fills_groups_by_shape_and_waits_for_room(prestart):
     async def sweep():
-        broker = _Broker([None], "mlp", size=2, max_groups=2, threads=1, cpu=1, gpu=0)
+        broker = _Broker([None], "mlp", 2, 2, threads=1, cpu=1, gpu=0, prestart=prestart)
         small, large = group_key({"batch_size": 32}), group_key({"batch_size": 64})
         g1, _, m1 = await broker.assign("t1", small)
         g2, _, _ = await broker.assign("t2", small)
