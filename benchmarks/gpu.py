@@ -10,7 +10,8 @@ at toy sizes on the CPU to check the script itself.
     summed samples/s, and the CUDA fast paths (TF32, bf16 autocast, batched optimizer);
 (d) trials per GPU-hour for the quickstart's MLP sweep (its space, 27 epochs, no early
     stopping): Ray Tune's defaults (one trial per GPU, DataLoader loop, no actor reuse)
-    against caviar packed (a real caviar sweep, 8 trials per GPU) and caviar fused + packed;
+    against caviar packed (8 trials per GPU) and caviar fused + packed (`resources.fuse` 8
+    or 16, 8 or 4 groups per GPU), each a real caviar sweep;
 (e) one packed trial exhausting the GPU's memory while the others finish.
 
 Every part writes its numbers to OUT/gpu.json as soon as it ends, so a run cut short keeps
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing as mp
 import os
 import statistics
 import sys
@@ -236,46 +236,16 @@ def ray_defaults_sweep(n: int, storage: str) -> tuple[float, int]:
     return wall, done
 
 
-def _population_worker(args: tuple) -> int:
-    """Train the given populations one after another in this process; return trials done."""
-    configs_groups, dry = args
-    from caviar.train.data import load
-    from caviar.train.population import Population
-
-    data = load("mnist1d")
-    done = 0
-    for configs in configs_groups:
-        pop = Population(data, "mlp", device="cpu" if dry else "cuda")
-        for i, c in enumerate(configs):
-            pop.add(i, c)
-        while len(pop):
-            done += sum(d for *_, d in pop.train_epoch())
-    return done
-
-
-def fused_sweep(n: int, fuse: int, processes: int) -> tuple[float, int, int]:
-    """The quickstart's configurations (caviar's random searcher, the spec's seed), grouped by
-    shape, `fuse` members per population, populations spread over `processes` processes
-    sharing the GPU. Returns (wall seconds including process start, trials done, groups)."""
-    from caviar.searchers import searcher_class
-    from caviar.spec import parse_spec
-    from caviar.train import group_key
-
-    spec = parse_spec(quickstart_spec("fused", n, {"cpu": 1, "gpu": 0}))
-    searcher = searcher_class("random")(
-        spec.trial_space(), spec.metric, spec.mode, n, spec.seed, spec.searcher.options
+def fused_sweep(n: int, fuse: int, groups_per_gpu: int, storage: str) -> tuple[float, int]:
+    """The quickstart's sweep with `resources.fuse` (a real caviar sweep): groups of up to
+    `fuse` trials of one shape, `groups_per_gpu` groups sharing each GPU."""
+    share = (
+        {"cpu": 0.25, "gpu": 0, "fuse": fuse}
+        if DRY
+        else {"cpu": 1, "gpu": 1 / groups_per_gpu, "fuse": fuse}
     )
-    configs = [searcher.suggest(str(i)) for i in range(n)]
-    by_key: dict = {}
-    for c in configs:
-        by_key.setdefault(group_key(c), []).append(c)
-    groups = [cs[i : i + fuse] for cs in by_key.values() for i in range(0, len(cs), fuse)]
-    groups.sort(key=len, reverse=True)
-    shares = [groups[i::processes] for i in range(processes)]
-    t0 = time.perf_counter()
-    with mp.get_context("spawn").Pool(processes) as pool:
-        done = sum(pool.map(_population_worker, [(s, DRY) for s in shares if s]))
-    return time.perf_counter() - t0, done, len(groups)
+    wall, trials, _ = caviar_sweep(quickstart_spec(f"fused{fuse}", n, share), storage)
+    return wall, int((trials.status == "completed").sum())
 
 
 def part_d(storage: str) -> dict:
@@ -291,19 +261,17 @@ def part_d(storage: str) -> dict:
     variants = {
         "ray_defaults": lambda: ray_defaults_sweep(n_ray, storage),
         "caviar_packed8": caviar_packed,
-        "caviar_fused16_packed4": lambda: fused_sweep(n_caviar, 16, 4),
-        "caviar_fused32_packed4": lambda: fused_sweep(n_caviar, 32, 4),
+        "caviar_fused8_packed8": lambda: fused_sweep(n_caviar, 8, 8, storage),
+        "caviar_fused16_packed4": lambda: fused_sweep(n_caviar, 16, 4, storage),
     }
     for name, fn in variants.items():
         try:
-            wall, done, *rest = fn()
+            wall, done = fn()
         except Exception:  # one variant failing must not lose the others
             out[name] = {"error": traceback.format_exc()}
             log(f"(d) {name} FAILED: {out[name]['error']}")
             continue
         out[name] = {"trials": done, "wall_s": wall, "trials_per_gpu_hour": done / wall * 3600}
-        if rest:
-            out[name]["populations"] = rest[0]
         log(f"(d) {name}: {done} trials in {wall:.1f}s: {done / wall * 3600:,.0f} trials/GPU-hour")
         RESULTS["d"] = out
         save()

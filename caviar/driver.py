@@ -148,17 +148,7 @@ def _start_broker(spec: SweepSpec, groups: int) -> Any:
     """Fused trials' broker (`caviar.fused`): up to `groups` groups of `resources.fuse`."""
     from caviar import fused
 
-    r = spec.resources
-    return fused.start(
-        _data(spec),
-        spec.train.model,
-        r.fuse,
-        groups,
-        _threads(spec),
-        r.cpu,
-        r.gpu,
-        spec.budget.num_samples,
-    )
+    return fused.start(spec, _data(spec), groups, _threads(spec))
 
 
 def _environment(spec: SweepSpec) -> dict[str, str]:

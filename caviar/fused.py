@@ -29,10 +29,13 @@ import functools
 import itertools
 import pickle
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caviar import session
 from caviar.train import group_key
+
+if TYPE_CHECKING:
+    from caviar.spec import SweepSpec
 
 MEMBER_MEMORY = 128 * 2**20
 """The Ray `memory` a member trial asks for: its process passes results and checkpoints on and
@@ -253,25 +256,19 @@ def member(config: dict[str, Any], *, broker: Any) -> None:
         args = ()
 
 
-def start(
-    data: Any,
-    model: str,
-    size: int,
-    max_groups: int,
-    threads: int,
-    cpu: float,
-    gpu: float,
-    trials: int,
-) -> Any:
+def start(spec: SweepSpec, data: Any, max_groups: int, threads: int) -> Any:
     """The sweep's broker, as an actor the caller owns (and kills at the sweep's end), with
-    the groups that `trials` member trials will fill already starting."""
+    the groups that the sweep's trials will fill already starting."""
     import ray
 
-    prestart = min(max_groups, -(-trials // size))
+    r = spec.resources
+    prestart = min(max_groups, -(-spec.budget.num_samples // r.fuse))
     return (
         ray.remote(Broker)
         .options(num_cpus=0)
-        .remote([ray.put(data)], model, size, max_groups, threads, cpu, gpu, prestart)
+        .remote(
+            [ray.put(data)], spec.train.model, r.fuse, max_groups, threads, r.cpu, r.gpu, prestart
+        )
     )
 
 
