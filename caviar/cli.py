@@ -131,7 +131,8 @@ def _plan(args: argparse.Namespace) -> None:
     spec = load_spec(args.spec)
     seconds = None
     if args.probe and spec.train.task:
-        print("probing one trial's epoch time ...", flush=True)
+        what = "one trial's" if spec.resources.fuse == 1 else "one fused group's"
+        print(f"probing {what} epoch time ...", flush=True)
         seconds = plan.probe(spec)
     print(plan.make_plan(spec, plan.local_concurrency(spec), seconds).text())
 

@@ -1,4 +1,5 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +27,11 @@ def test_quickstart_example_is_valid():
     assert spec.metric == "val_acc" and spec.space.searched[0] == "lr"
     assert dict(spec.space)["lr"] == Float(1e-4, 3e-2, "log")
     assert dict(spec.space)["hidden"] == Int(32, 512)
+
+
+@pytest.mark.parametrize("path", sorted(Path("examples").glob("*.yaml")), ids=str)
+def test_every_example_spec_is_valid(path):
+    load_spec(path)  # raises, listing every problem, if it is not
 
 
 def test_exponent_without_dot_is_a_number(write_spec):
