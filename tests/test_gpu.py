@@ -56,3 +56,26 @@ def test_population_members_train_as_they_would_alone_on_cuda():
     together = train(list(enumerate(configs)))
     for i, c in enumerate(configs):
         assert together[i] == pytest.approx(train([(i, c)])[i], abs=1e-4)
+
+
+@pytest.mark.integration
+def test_a_fused_sweep_shares_the_gpu_between_groups(tmp_path, private_ray_tmp):
+    """resources {gpu: 0.5, fuse: 4}: two groups of up to 4 member trials on one GPU, a real
+    caviar sweep on a private Ray."""
+    import pandas as pd
+    import yaml
+
+    from tests.conftest import QUICK_SPEC, caviar_cli
+
+    raw = {
+        **QUICK_SPEC,
+        "space": {"lr": {"loguniform": [1e-4, 1e-1]}, "batch_size": {"choice": [32, 64]}},
+        "budget": {"num_samples": 8},
+        "resources": {"cpu": 1, "gpu": 0.5, "fuse": 4},
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
+    out = caviar_cli("run", "spec.yaml", "--storage", "runs", "--name", "r", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
+    assert len(trials) == 8 and set(trials["status"]) <= {"completed", "early_stopped"}
+    assert trials["gpu_model"].notna().all()  # the group's GPU, recorded on each member
