@@ -181,3 +181,26 @@ def test_checkpoint_holds_only_the_members_own_unpadded_slice(data):
     assert narrow["optimizer"]["state"][0]["exp_avg"].shape == (8, 20)
     assert narrow["arch"]["hp"]["hidden"] == 8
     assert math.isfinite(narrow["best_val_acc"])
+
+
+def test_the_noise_hash_is_lowbias32_on_unsigned_32_bit_values():
+    """Dropout and mixup noise: the int32 hash equals lowbias32 computed on Python ints, for
+    keys on both sides of 2**31 (where int32 turns negative)."""
+    from caviar.train.population import _int32, _uniform
+
+    def lowbias32(x: int) -> int:
+        m = 0xFFFFFFFF
+        x &= m
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & m
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & m
+        return x ^ (x >> 16)
+
+    keys = [0, 7, 2**31 - 1, 2**31, 3_141_592_653, 2**32 - 1]
+    u = _uniform(_int32(keys), 3, 5)
+    for j, key in enumerate(keys):
+        for r in range(3):
+            for c in range(5):
+                want = (lowbias32(lowbias32((r << 16) + c) ^ key) >> 8) / 2**24
+                assert u[j, r, c].item() == want
