@@ -25,6 +25,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 "$PY" -c "import ray, torch; print('ray', ray.__version__, 'torch', torch.__version__, 'cuda', torch.cuda.is_available())"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/nvidia-smi.txt"
 if [ "${1:-}" != "--dry-run" ]; then
-    "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/test_gpu.txt"
+    # In this process, without pyproject's xdist workers (pytest-xdist is not installed here).
+    "$PY" -m pytest -q -p no:cacheprovider -o addopts="" tests/test_gpu.py 2>&1 | tail -15 | tee "$OUT/test_gpu.txt"
 fi
 "$PY" -m benchmarks.gpu --out "$OUT" "$@" 2>&1 | tee "$OUT/log.txt"
