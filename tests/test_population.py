@@ -8,7 +8,7 @@ import torch
 from caviar.train import DEFAULTS, group_key
 from caviar.train.data import load
 from caviar.train.optim import StackedOptimizer
-from caviar.train.population import Population
+from caviar.train.population import Population, _int32, _uniform
 
 METRICS = ("train_loss", "val_loss", "val_acc", "test_acc", "best_val_acc", "lr")
 
@@ -186,7 +186,6 @@ def test_checkpoint_holds_only_the_members_own_unpadded_slice(data):
 def test_the_noise_hash_is_lowbias32_on_unsigned_32_bit_values():
     """Dropout and mixup noise: the int32 hash equals lowbias32 computed on Python ints, for
     keys on both sides of 2**31 (where int32 turns negative)."""
-    from caviar.train.population import _int32, _uniform
 
     def lowbias32(x: int) -> int:
         m = 0xFFFFFFFF
