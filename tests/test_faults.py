@@ -72,6 +72,22 @@ def wait_for_reports(proc: CaviarProcess, run_dir: Path, more: int) -> None:
     wait_until(proc, lambda: reported(run_dir) >= target, f"{more} more results")
 
 
+def recorded_mid_training(run_dir: Path, max_epochs: int) -> bool:
+    """Whether Ray Tune's newest saved experiment state has a trial part-way through, with
+    checkpoints: what a killed driver's resume goes on from. (Ray saves that state every 10 s
+    or so, so a driver killed before a save resumes from the one before.)"""
+    states = sorted((run_dir / "ray").glob("experiment_state-*.json"))
+    try:
+        trial_data = json.loads(states[-1].read_text())["trial_data"] if states else []
+    except (OSError, ValueError):  # being written
+        return False
+    for trial, run in trial_data:
+        epoch = json.loads(run).get("last_result", {}).get("epoch", 0)
+        if json.loads(trial)["status"] in ("RUNNING", "PAUSED") and 0 < epoch < max_epochs:
+            return True
+    return False
+
+
 def check_complete(run_dir: Path, num_samples: int, max_epochs: int):
     """Every trial exactly once, every epoch exactly once, nothing past max_epochs."""
     trials, history = load_trials(run_dir), load_history(run_dir)
@@ -336,7 +352,7 @@ def test_a_fused_sweep_killed_and_resumed_keeps_every_member_as_if_trained_alone
     proc = CaviarProcess(
         "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
     )
-    wait_for_reports(proc, run_dir, 12)
+    wait_until(proc, lambda: recorded_mid_training(run_dir, epochs), "a member saved mid-sweep")
     proc.kill()
     assert "fused groups" in proc.output
     proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
