@@ -75,12 +75,19 @@ def _hash32(x: Tensor) -> Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
+@functools.lru_cache(maxsize=64)
+def _cells(rows: int, cols: int, device: torch.device) -> Tensor:
+    """[1, rows, cols]: the hash of each element's (row << 16) + col, the same at every step
+    (so hashed once: half of `_uniform`'s work)."""
+    r = torch.arange(rows, device=device, dtype=torch.int32).view(1, -1, 1) << 16
+    c = torch.arange(cols, device=device, dtype=torch.int32).view(1, 1, -1)
+    return _hash32(r + c)
+
+
 def _uniform(keys: Tensor, rows: int, cols: int) -> Tensor:
     """[k, rows, cols] uniforms in [0, 1) from per-member int32 `keys` [k]: element (r, c)
     of member j depends only on keys[j], r and c."""
-    r = torch.arange(rows, device=keys.device, dtype=torch.int32).view(1, -1, 1) << 16
-    c = torch.arange(cols, device=keys.device, dtype=torch.int32).view(1, 1, -1)
-    x = _hash32(_hash32(r + c) ^ keys.view(-1, 1, 1))
+    x = _hash32(_cells(rows, cols, keys.device) ^ keys.view(-1, 1, 1))
     return ((x >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
 
 
