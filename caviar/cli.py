@@ -46,9 +46,17 @@ def _validate(args: argparse.Namespace) -> None:
         print(f"{args.spec}: {spec.searcher.name}: {summary}")
     r = spec.resources
     if r.fuse > 1:
+        from caviar.fused import layout
+
+        lay = layout(r)
+        split = (
+            f" (as {lay.groups} groups of up to {lay.size}, cpu {lay.cpu:g} each)"
+            if lay.groups > 1
+            else ""
+        )
         print(
-            f"{args.spec}: fused: up to {r.fuse} trials of one shape train together as one "
-            f"group, each group holding cpu {r.cpu:g}, gpu {r.gpu:g}"
+            f"{args.spec}: fused: up to {r.fuse} trials of one shape train together on each "
+            f"share of cpu {r.cpu:g}, gpu {r.gpu:g}{split}"
         )
     for metric, mode in zip(spec.metrics, spec.modes, strict=True):
         for warning in mode_warnings(metric, mode):

@@ -144,13 +144,6 @@ def _data(spec: SweepSpec) -> Any:
     return load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
 
 
-def _start_broker(spec: SweepSpec, groups: int) -> Any:
-    """Fused trials' broker (`caviar.fused`): up to `groups` groups of `resources.fuse`."""
-    from caviar import fused
-
-    return fused.start(spec, _data(spec), groups, _threads(spec))
-
-
 def _environment(spec: SweepSpec) -> dict[str, str]:
     """Versions and hardware, for the Parquet files' metadata."""
     import importlib.metadata as md
@@ -432,15 +425,19 @@ def _sweep(
             # time. The cluster's capacity is checked either way: a trial that fits no node
             # would hang.
             capacity = _default_concurrency(spec)
-            # Fused: `capacity` groups of up to `fuse` member trials each.
+            # Fused: each of the `capacity` shares of `resources` trains up to `fuse` trials.
             concurrency = spec.budget.max_concurrent or capacity * spec.resources.fuse
-            broker = _start_broker(spec, capacity) if spec.resources.fuse > 1 else None
-            if broker is not None:
+            broker, groups = None, ""
+            if spec.resources.fuse > 1:
+                from caviar import fused
+
+                broker = fused.start(spec, _data(spec), capacity)
                 callbacks.append(seam.Release(broker))
+                lay = fused.layout(spec.resources)
+                groups = f" in up to {capacity * lay.groups} fused groups of {lay.size}"
             search_alg = tune.search.ConcurrencyLimiter(
                 seam.SearcherAdapter(searcher, spec.train.max_epochs), max_concurrent=concurrency
             )
-            groups = f" in up to {capacity} fused groups" if broker is not None else ""
             print(
                 f"caviar: {'resuming' if resume else 'sweep'} {spec.name}: "
                 f"{spec.budget.num_samples} trials, {concurrency} at a time{groups}, "

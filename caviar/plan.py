@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from caviar import schedulers
+from caviar.fused import layout
 from caviar.spec import SweepSpec
 from caviar.stopping import STOP, Stopping
 
@@ -52,10 +53,11 @@ class Plan:
     """caviar's scheduler: `rungs` are for typical curves; this is the cost if no rung is
     ever trusted."""
     epoch_seconds: float | None = None
-    """The probe's: one trial's epoch, or one fused group's (`fuse` members at once)."""
+    """The probe's: one trial's epoch, or one fused group's (`group` members at once)."""
     concurrency: int = 1
     gpu_per_trial: float = 0.0
-    fuse: int = 1
+    group: int = 1
+    """Members of the probed fused group (`caviar.fused.layout`); 1: not fused."""
 
     @property
     def epochs(self) -> float:
@@ -93,7 +95,7 @@ class Plan:
         if self.epoch_seconds is not None:
             lines.append(
                 f"  probe: {self.epoch_seconds:.2f} s per epoch"
-                + (f" of a fused group of {self.fuse}" if self.fuse > 1 else "")
+                + (f" of a fused group of {self.group}" if self.group > 1 else "")
                 + f"; {self.concurrency} trials at a time: "
                 f"about {_duration(self.wall_seconds or 0)} wall time"
                 + (f", {self.gpu_hours:.2f} GPU-hours" if self.gpu_per_trial else "")
@@ -188,15 +190,17 @@ def expected_rungs(spec: SweepSpec, simulations: int = SIMULATIONS, seed: int = 
 def probe(spec: SweepSpec, epochs: int = 2) -> float:
     """Seconds per epoch of one trial of the built-in train function (its second epoch: the
     first pays for setup), trained here with the spec's first configuration; with
-    `resources.fuse`, of one fused group of that many members."""
+    `resources.fuse`, of that many members on one share of `resources` (one of the groups
+    they train in, as `caviar.fused.layout` lays them out: the others train beside it)."""
     from caviar.train.data import load
     from caviar.train.population import Population
 
     config = spec.trial_space().sample(np.random.default_rng(spec.seed))
     config["max_epochs"] = epochs
     data = load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
-    population = Population(data, spec.train.model, threads=max(1, int(spec.resources.cpu)))
-    for member in range(spec.resources.fuse):
+    lay = layout(spec.resources)
+    population = Population(data, spec.train.model, threads=lay.threads)
+    for member in range(lay.size):
         population.add(member, config)
     for _ in range(epochs):
         out = population.train_epoch()
@@ -216,7 +220,7 @@ def make_plan(spec: SweepSpec, concurrency: int, epoch_seconds: float | None = N
         epoch_seconds=epoch_seconds,
         concurrency=max(1, concurrency),
         gpu_per_trial=spec.resources.gpu / spec.resources.fuse,
-        fuse=spec.resources.fuse,
+        group=layout(spec.resources).size if spec.resources.fuse > 1 else 1,
     )
 
 

@@ -6,8 +6,9 @@ import pickle
 
 import pytest
 
-from caviar.fused import Broker, Group
+from caviar.fused import Broker, Group, Layout, layout
 from caviar.session import Pickled
+from caviar.spec import ResourcesSpec
 from caviar.train import group_key
 from caviar.train.data import load
 from caviar.train.population import Population
@@ -136,3 +137,24 @@ def test_the_broker_fills_groups_by_shape_and_waits_for_room(prestart):
         assert g5 == g3
 
     asyncio.run(sweep())
+
+
+@pytest.mark.parametrize(
+    "resources, expected",
+    [
+        # One group per share on a GPU, with the share's CPUs as its torch threads.
+        ({"cpu": 4, "gpu": 0.5, "fuse": 8}, Layout(1, 8, 4, 4)),
+        # CPUs only: a single-threaded group per whole CPU, the members spread over them.
+        ({"cpu": 1, "fuse": 8}, Layout(1, 8, 1, 1)),
+        ({"cpu": 1.5, "fuse": 8}, Layout(1, 8, 1.5, 1)),
+        ({"cpu": 2, "fuse": 8}, Layout(2, 4, 1, 1)),
+        ({"cpu": 3, "fuse": 8}, Layout(3, 3, 1, 1)),
+        ({"cpu": 2.5, "fuse": 8}, Layout(2, 4, 1.25, 1)),
+        # Fewer members than CPUs: one group each, the CPUs shared out as threads.
+        ({"cpu": 4, "fuse": 2}, Layout(2, 1, 2, 2)),
+    ],
+)
+def test_a_share_of_cpus_trains_its_members_as_a_group_per_cpu(resources, expected):
+    lay = layout(ResourcesSpec(**resources))
+    assert lay == expected
+    assert lay.groups * lay.size >= resources["fuse"] > (lay.groups - 1) * lay.size

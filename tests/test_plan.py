@@ -78,6 +78,11 @@ def test_a_fused_plan_probes_a_whole_group_and_counts_its_members():
     made = plan.make_plan(fused, concurrency, seconds)
     assert made.wall_seconds == pytest.approx(made.epochs * seconds / concurrency)
     assert f"s per epoch of a fused group of 4; {concurrency} trials at a time" in made.text()
+    # On 2 CPUs, 8 members train as two groups of 4, one per CPU: the probe times one.
+    two = spec(resources={"cpu": 2, "gpu": 0, "fuse": 8}, budget={"num_samples": 60})
+    made = plan.make_plan(two, 8, seconds)
+    assert made.wall_seconds == pytest.approx(made.epochs * seconds / 8)
+    assert "s per epoch of a fused group of 4; 8 trials at a time" in made.text()
     # A member holds a quarter of its group's GPU share.
     gpu = plan.make_plan(spec(resources={"cpu": 1, "gpu": 0.5, "fuse": 4}), 8, seconds)
     assert gpu.gpu_hours == pytest.approx(gpu.epochs * seconds * 0.5 / 4 / 3600)

@@ -404,8 +404,9 @@ def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
 
 
 def test_fused_trials_under_the_default_scheduler_and_searcher(tmp_path, private_ray_tmp):
-    """caviar's scheduler and TPE (random for its first 20) with 4 members a group: two
-    shapes (batch sizes), so members of one shape share groups as they come and go."""
+    """caviar's scheduler and TPE (random for its first 20), 8 trials on each 2 CPUs, as
+    two groups of 4 members (one per CPU): two shapes (batch sizes), so members of one shape
+    share groups as they come and go."""
     raw = {key: value for key, value in QUICK_SPEC.items() if key != "scheduler"}
     raw["train"] = {**raw["train"], "fixed": {"optimizer": "adamw", "hidden": 32}}
     raw["space"] = {
@@ -413,15 +414,19 @@ def test_fused_trials_under_the_default_scheduler_and_searcher(tmp_path, private
         "weight_decay": {"loguniform": [1e-6, 1e-1]},
         "batch_size": {"choice": [32, 64]},
     }
-    raw |= {"budget": {"num_samples": 24}, "resources": {"cpu": 1, "fuse": 4}}
+    raw |= {"budget": {"num_samples": 24}, "resources": {"cpu": 2, "fuse": 8}}
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     out = caviar("validate", "spec.yaml", cwd=tmp_path)
-    assert "with tpe, scheduler caviar" in out and "up to 4 trials of one shape" in out, out
+    assert "with tpe, scheduler caviar" in out, out
+    assert (
+        "up to 8 trials of one shape train together on each share of cpu 2, gpu 0 (as 2 "
+        "groups of up to 4, cpu 1 each)"
+    ) in out, out
     out = caviar("run", "spec.yaml", "--storage", "runs", "--name", "r", cwd=tmp_path)
-    at_a_time, groups = map(
-        int, re.search(r"(\d+) at a time in up to (\d+) fused groups", out).groups()
+    at_a_time, groups, size = map(
+        int, re.search(r"(\d+) at a time in up to (\d+) fused groups of (\d+)", out).groups()
     )
-    assert at_a_time == 4 * groups, out
+    assert size == 4 and at_a_time == 4 * groups, out
     trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
     history = pd.read_parquet(tmp_path / "runs" / "r" / "history.parquet")
     assert len(trials) == 24 and set(trials["status"]) <= {"completed", "early_stopped"}
