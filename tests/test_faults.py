@@ -74,8 +74,9 @@ def wait_for_reports(proc: CaviarProcess, run_dir: Path, more: int) -> None:
 
 def recorded_mid_training(run_dir: Path, max_epochs: int) -> bool:
     """Whether Ray Tune's newest saved experiment state has a trial part-way through, with
-    checkpoints: what a killed driver's resume goes on from. (Ray saves that state every 10 s
-    or so, so a driver killed before a save resumes from the one before.)"""
+    checkpoints: what a killed driver's resume goes on from. (Ray saves that state every 10 s,
+    or sooner once a trial has made `checkpoint.keep` checkpoints since the last save; a driver
+    killed before a save resumes from the one before.)"""
     states = sorted((run_dir / "ray").glob("experiment_state-*.json"))
     try:
         trial_data = json.loads(states[-1].read_text())["trial_data"] if states else []
