@@ -87,7 +87,8 @@ class ResourcesSpec:
     gpu: Annotated[float, Field(ge=0)] = 0.0
     fuse: PositiveInt = 1
     """Up to this many trials of one shape train as one batched computation (`caviar.fused`)
-    on one `cpu`/`gpu` share; each is still a trial of its own. 1: each trial alone."""
+    on one `cpu`/`gpu` share (on CPUs alone, as one group per whole CPU: `fused.layout`);
+    each is still a trial of its own. 1: each trial alone."""
 
 
 @dataclass(frozen=True, config=_STRICT)
