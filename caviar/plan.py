@@ -220,7 +220,7 @@ def make_plan(spec: SweepSpec, concurrency: int, epoch_seconds: float | None = N
         epoch_seconds=epoch_seconds,
         concurrency=max(1, concurrency),
         gpu_per_trial=spec.resources.gpu / spec.resources.fuse,
-        group=layout(spec.resources).size if spec.resources.fuse > 1 else 1,
+        group=layout(spec.resources).size,  # 1 when not fused
     )
 
 
