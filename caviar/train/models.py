@@ -18,13 +18,14 @@ from torch import Tensor, nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
-_masks: Iterator[tuple[Tensor, Tensor]] | None = None
+_masks: Iterator[Tensor] | None = None
 
 
 @contextlib.contextmanager
-def dropout_masks(masks: Iterator[tuple[Tensor, Tensor]]) -> Iterator[None]:
-    """Make the `Dropout` layers of a forward pass take their (keep mask, scale) pairs from
-    `masks`, in layer order, instead of drawing them. The train loop draws every mask from
+def dropout_masks(masks: Iterator[Tensor]) -> Iterator[None]:
+    """Make the `Dropout` layers of a forward pass take their masks (0 where an element is
+    dropped, 1 / (1 - p) where it is kept) from `masks`, in layer order, instead of drawing
+    them. The train loop draws every mask from
     the trial's own generator, so that a trial trains the same alone or in a population."""
     global _masks
     previous, _masks = _masks, masks
@@ -43,8 +44,7 @@ class Dropout(nn.Dropout):
             return x
         if _masks is None:
             return F.dropout(x, self.p, True)
-        keep, scale = next(_masks)
-        return x * keep * scale
+        return x * next(_masks).to(x.dtype)  # under autocast, x may be bf16
 
 
 def _block(layer: nn.Module, norm: nn.Module | None, activation: str, dropout: float) -> list:

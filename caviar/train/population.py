@@ -84,11 +84,16 @@ def _cells(rows: int, cols: int, device: torch.device) -> Tensor:
     return _hash32(r + c)
 
 
-def _uniform(keys: Tensor, rows: int, cols: int) -> Tensor:
-    """[k, rows, cols] uniforms in [0, 1) from per-member int32 `keys` [k]: element (r, c)
-    of member j depends only on keys[j], r and c."""
+def _bits(keys: Tensor, rows: int, cols: int) -> Tensor:
+    """[k, rows, cols] int32 uniform in [0, 2**24) from per-member int32 `keys` [k]: element
+    (r, c) of member j depends only on keys[j], r and c."""
     x = _hash32(_cells(rows, cols, keys.device) ^ keys.view(-1, 1, 1))
-    return ((x >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
+    return (x >> 8) & 0xFFFFFF
+
+
+def _uniform(keys: Tensor, rows: int, cols: int) -> Tensor:
+    """`_bits` as uniforms in [0, 1)."""
+    return _bits(keys, rows, cols).to(torch.float32) * (1.0 / (1 << 24))
 
 
 # --- members -------------------------------------------------------------------------------
@@ -322,6 +327,9 @@ class Population:
             m.state = {}
         # Per-member hyperparameters the forward pass uses, as tensors.
         self.dropout = self._per_member("dropout")
+        # Dropout keeps an element whose 24 random bits are at least keep_from, and scales it.
+        self.keep_from = torch.ceil(self.dropout * (1 << 24)).to(torch.int32).view(-1, 1, 1)
+        self.scale = torch.where(self.dropout > 0, 1 / (1 - self.dropout), 1.0).view(-1, 1, 1)
         self.smoothing = self._per_member("label_smoothing")
         self.clip_norm = self._per_member("clip_norm")
         self.clip_value = self._per_member("clip_value")
@@ -350,8 +358,7 @@ class Population:
         buffers: dict[str, Tensor],
         x: Tensor,
         y: Tensor,
-        keep: list[Tensor],
-        scale: Tensor,
+        masks: list[Tensor],
         lam: Tensor,
         perm: Tensor,
         smoothing: Tensor,
@@ -359,7 +366,7 @@ class Population:
         """One member's training loss on one batch (vmapped over members)."""
         if self.any_mixing:
             x = lam * x + (1 - lam) * x[perm]
-        with self._amp(), models.dropout_masks(iter([(k, scale) for k in keep])):
+        with self._amp(), models.dropout_masks(iter(masks)):
             logits = functional_call(
                 self.template, (params, buffers), (x,), tie_weights=False
             ).float()
@@ -417,21 +424,36 @@ class Population:
 
         return one
 
-    def _noise(self, batch: Tensor, rows: int) -> tuple[list[Tensor], Tensor]:
-        """Dropout keep masks (one per Dropout layer) and mixup permutations for `batch`
-        (each member's own batch counter, [k]), `rows` examples."""
-        identity = torch.arange(rows, device=self.device).expand(len(self), rows)
+    def _noise_keys(self, first_batch: Tensor, n_batches: int) -> Tensor:
+        """[1 + dropout layers, k, n_batches]: each member's keys for the batches of an
+        epoch (`first_batch`: each member's counter of its first batch, [k]), hashed once per
+        epoch: the mixup key, then one per Dropout layer."""
+        batch = first_batch.view(-1, 1) + torch.arange(
+            n_batches, device=self.device, dtype=torch.int32
+        )
+        keys = _hash32(self.seed_keys.view(-1, 1) ^ _hash32(batch))
+        layer = torch.arange(len(self.dropout_widths) + 1, device=self.device, dtype=torch.int32)
+        return torch.where(layer.view(-1, 1, 1) > 0, _hash32(keys + layer.view(-1, 1, 1)), keys)
+
+    def _noise(self, keys: Tensor, rows: int) -> tuple[list[Tensor], Tensor]:
+        """Dropout masks (one per Dropout layer: 0 where dropped, 1 / (1 - p) where kept) and
+        mixup permutations for one batch of `rows` examples, from its `_noise_keys`
+        ([1 + layers, k])."""
+        k = len(self)
+        identity = torch.arange(rows, device=self.device).expand(k, rows)
         if not self.any_noise:
             return [], identity
-        keys = _hash32(self.seed_keys ^ _hash32(batch))
-        keep = []
-        for layer, width in enumerate(self.dropout_widths):
-            u = _uniform(_hash32(keys + layer + 1), rows, math.prod(width))
-            keep.append((u >= self.dropout.view(-1, 1, 1)).view(len(self), rows, *width))
+        masks = [
+            # u >= p as integers: u = bits / 2**24 exactly, so bits >= ceil(p * 2**24).
+            torch.where(
+                _bits(keys[layer + 1], rows, math.prod(width)) >= self.keep_from, self.scale, 0.0
+            ).view(k, rows, *width)
+            for layer, width in enumerate(self.dropout_widths)
+        ]
         if not self.any_mixing:
-            return keep, identity
-        perm = _uniform(keys, 1, rows).squeeze(1).argsort(-1)
-        return keep, torch.where(self.mixing.view(-1, 1), perm, identity)
+            return masks, identity
+        perm = _uniform(keys[0], 1, rows).squeeze(1).argsort(-1)
+        return masks, torch.where(self.mixing.view(-1, 1), perm, identity)
 
     def train_epoch(self) -> list[tuple[Hashable, dict[str, Any], dict | None, bool]]:
         """One epoch of every member: (key, metrics, checkpoint or None, done) per member.
@@ -454,7 +476,7 @@ class Population:
                 lams[j] = torch.from_numpy(m.mix.beta(alpha, alpha, n_batches))
         lams = lams.to(self.device)
         first_batch = _int32([m.epoch * n_batches for m in self.members]).to(self.device)
-        scale = torch.where(self.dropout > 0, 1 / (1 - self.dropout), torch.ones_like(self.dropout))
+        noise = self._noise_keys(first_batch, n_batches) if self.any_noise else None
         # The learning rates of the epoch's steps (a pure function of the step until the
         # epoch's end), copied to the device once.
         n_steps = math.ceil(n_batches / accumulate)
@@ -462,19 +484,18 @@ class Population:
         lr_device = torch.tensor(lr_table, dtype=torch.float32).to(self.device, non_blocking=True)
         steps_done = 0
         params = list(self.params.values())
-        loss_fn = self._vmap(self._loss, (0,) * 9)
+        loss_fn = self._vmap(self._loss, (0,) * 8)
         losses = []
         for i in range(n_batches):
             idx = orders[:, i * bs : (i + 1) * bs]
             rows = idx.shape[1]
-            keep, perm = self._noise(first_batch + i, rows)
+            masks, perm = self._noise(noise[..., i] if noise is not None else None, rows)
             loss = loss_fn(
                 self.params,
                 self.buffers,
                 self.x_train[idx],
                 self.y_train[idx],
-                keep,
-                scale,
+                masks,
                 lams[:, i],
                 perm,
                 self.smoothing,
