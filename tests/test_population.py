@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from torch.fx.experimental.proxy_tensor import make_fx
 
-from caviar.train import DEFAULTS, group_key
+from caviar.train import DEFAULTS, group_key, population
 from caviar.train.data import load
 from caviar.train.optim import StackedOptimizer
 from caviar.train.population import Population, _int32, _uniform
@@ -74,6 +75,34 @@ def test_cnn_members_of_different_widths_train_as_alone(data):
     together = train(data, list(enumerate(configs)), model="cnn")
     for i, config in enumerate(configs):
         assert_same(together[i], train(data, [(i, config)], model="cnn")[i])
+
+
+@pytest.mark.parametrize(
+    "model, shared",
+    [
+        ("mlp", {"batch_norm": True, "mixup_alpha": 0.4, "dropout": 0.2, "accumulate": 3}),
+        ("mlp", {"optimizer": "sgd", "momentum": 0.9, "label_smoothing": 0.1, "dropout": 0.3}),
+        ("cnn", {"channels": 8, "dropout": 0.1, "batch_norm": True}),
+    ],
+    ids=["mlp-batchnorm-mixup-accumulate", "mlp-sgd-smoothing", "cnn-batchnorm"],
+)
+@pytest.mark.parametrize("k", [1, 3])
+def test_traced_steps_compute_what_eager_steps_do(data, monkeypatch, model, shared, k):
+    """Past TRACE_AFTER steps of one shape a population replays a traced graph of its
+    gradient computation; members train as they did eagerly (batch norm's running statistics,
+    which the validation metrics use, included)."""
+    configs = [
+        {"max_epochs": 3, "batch_size": 32, "lr": 3e-3 * (i + 1), "seed": i, **shared}
+        for i in range(k)
+    ]
+    eager = train(data, list(enumerate(configs)), model)
+    traces = []
+    monkeypatch.setattr(population, "TRACE_AFTER", 2)
+    monkeypatch.setattr(population, "make_fx", lambda f: traces.append(f) or make_fx(f))
+    traced = train(data, list(enumerate(configs)), model)
+    assert traces  # the full batch's shape and the last, smaller one
+    for i in range(k):
+        assert_same(traced[i], eager[i])
 
 
 def test_a_member_that_joins_later_or_resumes_trains_as_alone(data):
