@@ -1,4 +1,4 @@
-"""Fused trials on the CPU (issue 15): k configurations as one fused group of a caviar sweep,
+"""Fused trials on the CPU (issue 15): k configurations as fused trials of a caviar sweep,
 against the same k configurations as k separate trials of a caviar sweep, at the same total
 CPU, side by side.
 
@@ -7,19 +7,22 @@ CPU, side by side.
 Both are real caviar sweeps (FIFO, grid over k learning rates, all k trials at once) of the
 built-in train function, every trial reporting and checkpointing every epoch through Ray Tune:
 separate: `resources: {cpu: CPUS / k}`, each trial a population of one in its own process;
-fused: `resources: {cpu: CPUS, fuse: k}`, the k trials members of one group (`caviar.fused`)
-that trains them as one `caviar.train.population.Population` with CPUS torch threads.
+fused: `resources: {cpu: CPUS, fuse: k}`, the k trials members of fused groups
+(`caviar.fused`: on CPUs alone one single-threaded group per CPU, each training its members as
+one `caviar.train.population.Population`).
 
-Two figures for each: the members' training-phase samples per second summed (the built-in
+Three figures for each: the members' training-phase samples per second summed (the built-in
 function's `samples_per_s`: examples trained / seconds of the epoch's training phase, median
-over epochs 2..E, the first being warm-up), and the samples trained in all over the wall time
+over epochs 2..E, the first being warm-up); "steady", the members' samples per second between
+their first and last reports summed (each trial's epochs 2..E over the time between its reports
+of epochs 1 and E: training with everything each epoch costs beside it, reports and
+checkpoints, but not the trials' start); and the samples trained in all over the wall time
 (`caviar.driver.run` from launch to return). Trials that share the CPUs time-slice, so each one's
 training-phase rate overstates what they deliver together; the wall figure is what a user
 gets. The final val_acc of each configuration in both shows they learned alike: a member
 computes what it would alone up to float rounding (tests/test_population.py checks 1e-5 over a
-few epochs), and rounding differences (batched against single matmuls, and the fused group's
-CPUS torch threads against one per separate trial) grow over many epochs at high learning
-rates, to a few validation examples.
+few epochs), and rounding differences (batched against single matmuls) grow over many epochs
+at high learning rates, to a few validation examples.
 With --json the figures are printed to stdout as one JSON object (the sweeps' output goes to
 stderr), with `ratio_k8` (fused / separate, wall figure, at k = 8) when 8 is among --ks.
 """
@@ -71,8 +74,15 @@ def sweep(k: int, epochs: int, cpus: float, fuse: bool, storage: str) -> dict:
     assert len(trials) == k and (trials.status == "completed").all(), trials.status.tolist()
     later = history[history.epoch >= 2]
     rate = later.groupby("epoch")["samples_per_s"].sum().median()
+    span = history.groupby("trial_id")["time_total_s"].agg(lambda t: t.max() - t.min())
+    steady = (epochs - 1) * samples_per_epoch() / span
     finals = trials.val_acc.astype(float).tolist()
-    return {"samples_per_s": float(rate), "wall_s": float(wall), "val_acc": finals}
+    return {
+        "samples_per_s": float(rate),
+        "steady_samples_per_s": float(steady.sum()),
+        "wall_s": float(wall),
+        "val_acc": finals,
+    }
 
 
 def samples_per_epoch() -> int:
@@ -107,12 +117,14 @@ def main() -> None:
                 row: dict[str, Any] = {"k": k}
                 for name, r in (("separate", sep), ("fused", fus)):
                     row[f"{name}_training_samples_per_s"] = r["samples_per_s"]
+                    row[f"{name}_steady_samples_per_s"] = r["steady_samples_per_s"]
                     row[f"{name}_wall_s"] = r["wall_s"]
                     row[f"{name}_wall_samples_per_s"] = trained / r["wall_s"]
                 row["ratio"] = row["fused_wall_samples_per_s"] / row["separate_wall_samples_per_s"]
-                row["ratio_training"] = (
-                    row["fused_training_samples_per_s"] / row["separate_training_samples_per_s"]
-                )
+                for fig in ("training", "steady"):
+                    row[f"ratio_{fig}"] = (
+                        row[f"fused_{fig}_samples_per_s"] / row[f"separate_{fig}_samples_per_s"]
+                    )
                 row["max_val_acc_difference"] = float(
                     np.max(np.abs(np.subtract(sep["val_acc"], fus["val_acc"])))
                 )
@@ -124,20 +136,21 @@ def main() -> None:
         out |= {f"ratio_k{r['k']}": r["ratio"] for r in rows}
         print(json.dumps(out, indent=1))
         return
-    print("samples/s: training phase summed over members | samples trained / wall time")
+    figures = ("training", "steady", "wall")
+    print("samples/s: training phase summed over members | steady | samples trained / wall time")
     print(
-        f"{'k':>3s} {'separate':>19s} {'fused':>19s} {'ratio':>11s} {'wall sep':>9s} "
+        f"{'k':>3s} {'separate':>29s} {'fused':>29s} {'ratio':>18s} {'wall sep':>9s} "
         f"{'wall fused':>10s} {'max |dacc|':>10s}"
     )
     for r in rows:
         sep, fus = (
-            f"{r[f'{n}_training_samples_per_s']:,.0f} | {r[f'{n}_wall_samples_per_s']:,.0f}"
+            " | ".join(f"{r[f'{n}_{fig}_samples_per_s']:,.0f}" for fig in figures)
             for n in ("separate", "fused")
         )
+        ratios = " | ".join(f"{r[key]:4.2f}" for key in ("ratio_training", "ratio_steady", "ratio"))
         print(
-            f"{r['k']:3d} {sep:>19s} {fus:>19s} {r['ratio_training']:4.2f} | {r['ratio']:4.2f} "
-            f"{r['separate_wall_s']:8.1f}s {r['fused_wall_s']:9.1f}s "
-            f"{r['max_val_acc_difference']:10.2g}"
+            f"{r['k']:3d} {sep:>29s} {fus:>29s} {ratios:>18s} {r['separate_wall_s']:8.1f}s "
+            f"{r['fused_wall_s']:9.1f}s {r['max_val_acc_difference']:10.2g}"
         )
 
 
