@@ -548,14 +548,18 @@ class Population:
         train_loss = ((torch.stack(losses, 1).float() @ sizes) / used).tolist()  # waits for the GPU
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = (t.tolist() for t in self._evaluate(self.x_val, self.y_val))
-        test_acc = self._evaluate(self.x_test, self.y_test)[1].tolist()
+        diverged = [
+            not (math.isfinite(train_loss[j]) and math.isfinite(val_loss[j])) for j in range(k)
+        ]
+        improved = [not diverged[j] and val_acc[j] > m.best_acc for j, m in enumerate(self.members)]
+        # The test split scores a member's best epoch only, so it is scored when one improved.
+        test_acc = self._evaluate(self.x_test, self.y_test)[1].tolist() if any(improved) else []
         epoch_seconds = time.perf_counter() - t0
         snapshot = self._unstack()  # each member's own state, for its checkpoint
         out, leaving = [], []
         for j, m in enumerate(snapshot):
             m.epoch += 1
-            diverged = not (math.isfinite(train_loss[j]) and math.isfinite(val_loss[j]))
-            if not diverged and val_acc[j] > m.best_acc:
+            if improved[j]:
                 # The test split scores the best checkpoint only; it never picks a trial.
                 m.best_acc, m.bad_epochs, m.test_acc = val_acc[j], 0, test_acc[j]
             else:
@@ -571,11 +575,11 @@ class Population:
                 "best_val_acc": m.best_acc,
                 "test_acc": m.test_acc,
                 "params": m.params,
-                "diverged": diverged,
+                "diverged": diverged[j],
             }
             m.schedule.end_epoch(val_loss[j])
-            done = diverged or m.finished
-            out.append((m.key, metrics, None if diverged else self._checkpoint(m), done))
+            done = diverged[j] or m.finished
+            out.append((m.key, metrics, None if diverged[j] else self._checkpoint(m), done))
             if done:
                 leaving.append(m.key)
         if leaving:
