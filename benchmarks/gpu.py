@@ -7,7 +7,8 @@ at toy sizes on the CPU to check the script itself.
 (b) fractional packing: k = 1, 2, 4, 8 caviar trials sharing one GPU (`resources.gpu` 1/k)
     through a real caviar sweep; aggregate samples/s;
 (c) fused populations: k = 1, 8, 32, 128 members on one GPU (`caviar.train.population`),
-    summed samples/s, and the CUDA fast paths (TF32, bf16 autocast, batched optimizer);
+    summed samples/s, eager and with the traced step (`caviar.train.population._backward`),
+    and the CUDA fast paths (TF32, bf16 autocast, batched optimizer);
 (d) trials per GPU-hour for the quickstart's MLP sweep (its space, 27 epochs, no early
     stopping): Ray Tune's defaults (one trial per GPU, DataLoader loop, no actor reuse)
     against caviar packed (8 trials per GPU) and caviar fused + packed (`resources.fuse` 8
@@ -304,16 +305,25 @@ def part_e(storage: str) -> dict:
 
 
 def part_c() -> dict:
+    from caviar.train import population
     from caviar.train.data import load
     from caviar.train.population import Population
 
     data, dev = load("mnist1d"), device()
     ks = (1, 4) if DRY else (1, 8, 32, 128)
     out: dict[str, Any] = {}
+    trace_after = population.TRACE_AFTER
 
     def measure(
-        k: int, model: str = "mlp", tf32: bool = True, batched: bool | None = None, **extra: Any
+        k: int,
+        model: str = "mlp",
+        tf32: bool = True,
+        batched: bool | None = None,
+        traced: bool = False,
+        **extra: Any,
     ) -> float:
+        # Eager steps throughout, or traced from the warm-up epoch on (`_backward`).
+        population.TRACE_AFTER = 0 if traced else 1 << 30
         pop = Population(data, model, device=dev)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         for i in range(k):
@@ -354,6 +364,7 @@ def part_c() -> dict:
 
     for k in ks:
         attempt(f"k{k}", functools.partial(measure, k))
+        attempt(f"k{k}_traced", functools.partial(measure, k, traced=True))
     k = ks[-1] if DRY else 32
     for name, kwargs in {
         "tf32_off": {"tf32": False},
@@ -363,6 +374,7 @@ def part_c() -> dict:
     }.items():
         attempt(f"k{k}_{name}", functools.partial(measure, k, **kwargs))
     attempt("cnn_k1", functools.partial(measure, 1, model="cnn"))
+    population.TRACE_AFTER = trace_after
     return out
 
 
