@@ -166,6 +166,16 @@ class RecordingHyperBand(RecordsStops, HyperBandScheduler):
         self.stopped: set[str] = set()
         self.max_epochs = kwargs["max_t"]
 
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        decision = super().on_trial_result(tune_controller, trial, result)
+        # A trial at max_epochs has nothing left to train, so it ends instead of pausing.
+        # Paused there, it waits for its bracket to be processed again, and Ray's HyperBand
+        # may never do it: when the bracket's other trials end as completed (their last
+        # report and their function's return arriving together) it skips a finished bracket,
+        # and the sweep hangs with trials paused at max_epochs (seen in a test run).
+        final = result.get(session.FINAL) or result.get("epoch", 0) >= self.max_epochs
+        return TrialScheduler.CONTINUE if decision == TrialScheduler.PAUSE and final else decision
+
 
 class RecordingMedian(RecordsStops, MedianStoppingRule):
     def __init__(self, max_epochs: int, **kwargs: Any) -> None:

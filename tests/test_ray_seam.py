@@ -332,6 +332,20 @@ def test_caviar_scheduler_stops_at_trusted_rungs_and_round_trips_its_state(tmp_p
     assert fresh.audit() == scheduler.audit() and fresh.stopped == scheduler.stopped
 
 
+def test_hyperband_ends_a_trial_at_max_epochs_instead_of_pausing_it(monkeypatch):
+    """Ray's HyperBand pauses a trial at its bracket's last milestone until the bracket is
+    processed, which may never happen again (a hung sweep); at max_epochs caviar's wrapper
+    lets the trial end instead, and passes every other decision on."""
+    scheduler = seam.make_scheduler(spec(scheduler={"name": "hyperband"}))
+    monkeypatch.setattr(seam.HyperBandScheduler, "on_trial_result", lambda *a: "PAUSE")
+    trial = FakeTrial("t0")
+    assert scheduler.on_trial_result(None, trial, {"epoch": 3, "acc": 0.5}) == "PAUSE"
+    assert scheduler.on_trial_result(None, trial, {"epoch": 9, "acc": 0.5}) == "CONTINUE"
+    monkeypatch.setattr(seam.HyperBandScheduler, "on_trial_result", lambda *a: "STOP")
+    assert scheduler.on_trial_result(None, trial, {"epoch": 9, "acc": 0.5}) == "STOP"
+    assert not scheduler.stopped  # a stop at max_epochs is no early stop
+
+
 @pytest.mark.parametrize("name", ["asha", "hyperband", "median", "pbt", "fifo", "caviar"])
 def test_every_named_scheduler_is_built_with_its_options(name):
     scheduler = seam.make_scheduler(spec(scheduler={"name": name}))
