@@ -135,10 +135,15 @@ class RecordsStops(ControllerAware):
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
-        final = result.get(session.FINAL) or result.get("epoch", self.max_epochs) >= self.max_epochs
-        if decision == TrialScheduler.STOP and not final:
+        if decision == TrialScheduler.STOP and not self.final(result):
             self.__dict__.setdefault("stopped", set()).add(trial.trial_id)
         return decision
+
+    def final(self, result: dict) -> bool:
+        """Whether `result` is its trial's last: marked so, or at max_epochs."""
+        return bool(
+            result.get(session.FINAL) or result.get("epoch", self.max_epochs) >= self.max_epochs
+        )
 
 
 class Fifo(ControllerAware, FIFOScheduler):
@@ -173,8 +178,9 @@ class RecordingHyperBand(RecordsStops, HyperBandScheduler):
         # may never do it: when the bracket's other trials end as completed (their last
         # report and their function's return arriving together) it skips a finished bracket,
         # and the sweep hangs with trials paused at max_epochs (seen in a test run).
-        final = result.get(session.FINAL) or result.get("epoch", 0) >= self.max_epochs
-        return TrialScheduler.CONTINUE if decision == TrialScheduler.PAUSE and final else decision
+        if decision == TrialScheduler.PAUSE and self.final(result):
+            return TrialScheduler.CONTINUE
+        return decision
 
 
 class RecordingMedian(RecordsStops, MedianStoppingRule):

@@ -25,8 +25,8 @@ _masks: Iterator[Tensor] | None = None
 def dropout_masks(masks: Iterator[Tensor]) -> Iterator[None]:
     """Make the `Dropout` layers of a forward pass take their masks (0 where an element is
     dropped, 1 / (1 - p) where it is kept) from `masks`, in layer order, instead of drawing
-    them. The train loop draws every mask from
-    the trial's own generator, so that a trial trains the same alone or in a population."""
+    them. The train loop draws every mask from the trial's own generator, so that a trial
+    trains the same alone or in a population."""
     global _masks
     previous, _masks = _masks, masks
     try:

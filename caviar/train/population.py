@@ -319,6 +319,7 @@ class Population:
         for p in self.params.values():
             p.grad = torch.zeros_like(p)  # kept, and zeroed after each step: see StackedOptimizer
         self._detached = {n: p.detach() for n, p in self.params.items()}
+        self._eager_loss = self._vmap(self._loss, (0,) * 8)
         self.buffers = {
             n: s for (n, _), s in zip(named[n_params:], stacked[n_params:], strict=True)
         }
@@ -446,7 +447,7 @@ class Population:
         traced = self._traced.get(rows)
         if traced is None and self._eager_steps[rows] < TRACE_AFTER:
             self._eager_steps[rows] += 1
-            loss = self._vmap(self._loss, (0,) * 8)(self.params, *args)
+            loss = self._eager_loss(self.params, *args)
             (loss.sum() / accumulate if accumulate > 1 else loss.sum()).backward()
             return loss.detach()
         if traced is None:
