@@ -3,25 +3,29 @@
 Stopping a trial at epoch r because it ranks low there only pays if the ranking at r predicts
 the final one. This rule measures that while the sweep runs and stops only where it holds:
 
-- rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's). A trial has two values at
-  a rung: its best so far (not its last value: a noisy epoch does not decide) and its
+- rungs at ``min_epochs * reduction_factor**k`` epochs (as ASHA's). A trial has three values
+  at a rung: its best so far (not its last value: a noisy epoch does not decide); its
   forecast, where its learning curve is headed at max_epochs (`forecast`: a slow starter
   still climbing ranks above a fast starter on a lower plateau, as freeze-thaw methods rank
-  them);
+  them); and a learned prediction of its value at the higher level, a ridge regression on
+  its best so far at this rung and the ones below fitted on the trials that got there
+  (`ridge`; Baker et al.'s sequential regression models), which learns a ranking that runs
+  backwards (fast starters that plateau low) from a single epoch;
 - the agreement of a rung, measured against a level at least two rungs higher (the highest
-  that at least ``min_pairs`` of its trials reached), over the trials that reached both: the
-  Spearman rank correlation of their values there (by best so far and by forecast: the rung
-  ranks by whichever agrees better), and whether this rung's cut would have kept a trial as
-  good, at the higher level, as the best one (within twice the noise). A rung stops trials
-  only once its agreement is known, the correlation is at least ``trust`` and the eventual
-  best would have survived its cut: until then it is a grace period, whose length adapts to
-  the problem;
+  that at least ``min_pairs`` of its trials reached, times the values the regression takes),
+  over the trials that reached both: the Spearman rank correlation of their values there (by
+  each of the three, the learned one by leave-one-out: the rung ranks by whichever agrees
+  better), and whether this rung's cut would have kept a trial as good, at the higher level,
+  as the best one (within twice the noise). A rung stops trials only once its agreement is
+  known, the correlation is at least ``trust`` and the eventual best would have survived its
+  cut: until then it is a grace period, whose length adapts to the problem;
 - at a trusted rung a trial below the top ``1 / reduction_factor`` of the values recorded there
   stops (among the last ``window`` trials there), unless it is within ``noise_z`` times the
-  metric's noise of the cut. A trial that passed a rung while it was not trusted yet is judged
-  there as soon as it is. The noise is the larger of two estimates: the spread between trials
-  of the same configuration with other seeds (`repeat_key`), and the epoch-to-epoch jitter of
-  each trial's curve (second differences, which a smooth learning trend does not inflate).
+  metric's noise of the cut (carried through the regression for the learned ranking). A
+  trial that passed a rung while it was not trusted yet is judged there as soon as it is.
+  The noise is the larger of two estimates: the spread between trials of the same
+  configuration with other seeds (`repeat_key`), and the epoch-to-epoch jitter of each
+  trial's curve (second differences, which a smooth learning trend does not inflate).
 
 Pure Python with no Ray: `caviar.ray_seam.CaviarScheduler` puts it behind Ray Tune's scheduler
 interface. `audit()` is the table written with the results: what each rung measured and did.
@@ -71,8 +75,9 @@ class Agreement:
     """Whether this rung's cut would have kept a trial as good as the best at the reference,
     within twice the noise."""
     key: str = "best"
-    """What the rung ranks trials by: "best" (best so far) or "forecast" (where the curve is
-    headed at max_epochs), whichever agreed better."""
+    """What the rung ranks trials by, whichever agreed better: "best" (best so far),
+    "forecast" (where the curve is headed at max_epochs) or "learned" (the final value
+    predicted from the trial's values so far by a regression on the trials that got there)."""
 
 
 def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
@@ -110,6 +115,29 @@ def _ranks(values: list[float]) -> list[float]:
             ranks[order[k]] = (i + j) / 2
         i = j + 1
     return ranks
+
+
+def ridge(x: np.ndarray, y: np.ndarray, penalty: float = 1.0) -> tuple[np.ndarray, Any, float]:
+    """Least squares of `y` on the standardized columns of `x` and an intercept, the slopes
+    ridge-penalized: each point's leave-one-out prediction (the fit on all the others, the
+    columns scaled as for all: what measures the regression honestly), the fit on all points
+    as a function of new rows, and its gain (how far noise of 1 in each of a row's values
+    moves its prediction: the norm of the slopes)."""
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+
+    def design(rows: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.ones(len(rows)), (rows - mean) / scale])
+
+    d = design(x)
+    regular = penalty * np.eye(d.shape[1])
+    regular[0, 0] = 0.0  # the intercept is not shrunk
+    inverse = np.linalg.inv(d.T @ d + regular)
+    coef = inverse @ d.T @ y
+    leverage = np.einsum("ij,jk,ik->i", d, inverse, d)
+    loo = y - (y - d @ coef) / np.maximum(1 - leverage, 1e-9)
+    gain = float(np.linalg.norm(coef[1:] / scale))
+    return loo, lambda rows: design(rows) @ coef, gain
 
 
 def forecast(epochs: list[float], values: list[float], horizon: float) -> float:
@@ -229,26 +257,35 @@ class Stopping:
         return self._memo[rung]
 
     def _agreement(self, rung: float) -> Agreement | None:
-        measured = [self._agreement_of(rung, key) for key in ("best", "forecast")]
+        measured = [self._agreement_of(rung, key) for key in ("best", "forecast", "learned")]
         known = [a for a in measured if a is not None]
         # Trusted first, then the better correlation; ties keep the simpler "best".
         return max(known, key=lambda a: (self._trusts(a), _or(a.rho, -2.0)), default=None)
 
     def _agreement_of(self, rung: float, key: str) -> Agreement | None:
-        here = (self.at if key == "best" else self.ahead)[str(rung)]
+        here = self.at[str(rung)]
         # Compared with a level at least two rungs on: the early rungs of slow starters agree
         # with each other and with nothing later.
         horizon = min(self.max_epochs, rung * self.options.reduction_factor**2)
+        sign = objective.sign(self.mode)
+        features = [str(level) for level in self.levels if level <= rung]
         for level in reversed(self.levels):
             if level < horizon - 1e-9:
                 break
             there = self.at[str(level)]
             both = [t for t in here if t in there]
-            if len(both) < self.options.min_pairs:
+            if len(both) < self.options.min_pairs * (len(features) if key == "learned" else 1):
                 continue
-            sign = objective.sign(self.mode)
-            early = [sign * here[t] for t in both]  # lower is better from here on
-            late = [sign * there[t] for t in both]
+            late = [sign * there[t] for t in both]  # lower is better from here on
+            if key == "learned":
+                x = np.array([[sign * self.at[f][t] for f in features] for t in both])
+                loo, fit, gain = ridge(x, np.array(late))
+                early = loo.tolist()
+                self._memo[("fit", rung)] = (features, fit, gain)
+            else:
+                early = [
+                    sign * (self.at if key == "best" else self.ahead)[str(rung)][t] for t in both
+                ]
             # What would this rung's cut, among these trials, have cost at the higher level?
             # The best trial it keeps against the best of all: within twice the noise is
             # nothing lost (near the top, trials a hair apart are seed noise).
@@ -257,6 +294,19 @@ class Stopping:
             kept = kept_best - min(late) <= 2 * self.noise()
             return Agreement(spearman(early, late), len(both), level, kept, key)
         return None
+
+    def ranked(self, rung: float, key: str) -> dict[str, float]:
+        """What the rung ranks its trials by under `key` (on the metric's scale), once its
+        agreement under that key is measured."""
+        if key == "best":
+            return self.at[str(rung)]
+        if key == "forecast":
+            return self.ahead[str(rung)]
+        features, fit, _ = self._memo[("fit", rung)]
+        trials = [t for t in self.at[str(rung)] if all(t in self.at[f] for f in features)]
+        sign = objective.sign(self.mode)
+        x = np.array([[sign * self.at[f][t] for f in features] for t in trials])
+        return dict(zip(trials, (sign * fit(x)).tolist(), strict=True))
 
     def trusted(self, rung: float) -> bool:
         return self._trusts(self.agreement(rung))
@@ -282,7 +332,11 @@ class Stopping:
             return False
         measured = self.agreement(rung)
         key = "best" if measured is None else measured.key
-        recorded = (self.at if key == "best" else self.ahead)[str(rung)]
+        recorded = self.ranked(rung, key)
+        # The metric's noise, carried through to what the rung ranks by.
+        band = self.options.noise_z * self.noise()
+        if key == "learned":
+            band *= self._memo[("fit", rung)][2]
         value = recorded.get(
             trial_id, self.at[str(rung)][trial_id]
         )  # a state from before forecasts
@@ -294,7 +348,7 @@ class Stopping:
         cut = ordered[max(0, math.ceil(len(ordered) / rf) - 1)]
         if sign * value <= cut:
             return False
-        if sign * value <= cut + self.options.noise_z * self.noise():
+        if sign * value <= cut + band:
             self.spared[str(rung)] = self.spared.get(str(rung), 0) + 1
             return False
         return True

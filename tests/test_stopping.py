@@ -3,6 +3,7 @@
 import math
 import pickle
 
+import numpy as np
 import pytest
 
 from caviar.stopping import (
@@ -12,6 +13,7 @@ from caviar.stopping import (
     Stopping,
     StoppingOptions,
     forecast,
+    ridge,
     rungs_of,
     spearman,
 )
@@ -67,21 +69,60 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
     }
 
 
-def test_no_stop_at_a_rung_whose_ranking_disagrees_with_the_final_one():
+def test_no_stop_at_a_rung_whose_ranking_says_nothing_of_the_final_one():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
+
+    def curve(start, quality):  # epoch 1 at `start`, then at `quality`
+        return lambda epoch: start if epoch == 1 else quality
+
+    # Epoch 1 ranks them in an order unrelated to the final one, by any rule.
+    starts = [0.25, 0.1, 0.4, 0.3, 0.15, 0.45, 0.2, 0.35]
+    first = {f"a{i}": curve(s, 0.5 + i / 20) for i, s in enumerate(starts)}
+    play(rule, first, 9)
+    for key in ("best", "forecast", "learned"):
+        measured = rule._agreement_of(1, key)
+        assert measured.rho < 0.3 and measured.pairs == 8 and measured.reference == 9
+    assert not rule.trusted(1)
+    later = {f"b{i}": curve(0.01 * i, 0.3 + i / 50) for i in range(6)}
+    assert 1 not in play(rule, later, 9).values()  # rung 1 never stops anyone
+    assert rule.audit()[0]["stopped"] == 0 and rule.audit()[0]["trusted"] is False
+
+
+def test_learns_a_ranking_that_runs_backwards():
+    """Fast starters plateau low, slow ones climb high: at epoch 1 the best so far ranks them
+    backwards (ASHA's ranking cuts the winners), a regression of the final value on the value
+    at epoch 1 learns the ranking, and the rung trusts it."""
     rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
 
     def slow_starter(quality):  # the better, the longer its ramp to `quality`
         ramp = 1 + 8 * (quality - 0.3) / 0.55
         return lambda epoch: quality * min(1.0, epoch / ramp)
 
-    first = {f"a{i}": slow_starter(0.5 + i / 20) for i in range(8)}
-    play(rule, first, 9)
+    play(rule, {f"a{i}": slow_starter(0.5 + i / 20) for i in range(8)}, 9)
+    assert rule._agreement_of(1, "best").rho == pytest.approx(-1.0)
     measured = rule.agreement(1)
-    assert measured.rho < 0 and measured.pairs == 8 and measured.reference == 9
-    assert not rule.trusted(1)
-    later = {f"b{i}": slow_starter(0.3 + i / 50) for i in range(6)}
-    assert 1 not in play(rule, later, 9).values()  # rung 1 never stops anyone
-    assert rule.audit()[0]["stopped"] == 0 and rule.audit()[0]["trusted"] is False
+    assert measured.key == "learned" and measured.rho == pytest.approx(1.0)
+    assert rule.trusted(1)
+    # A fast starter headed low leads at epoch 1 and stops there; a slow one goes on.
+    assert slow_starter(0.4)(1) > slow_starter(0.8)(1)
+    assert play(rule, {"fast": slow_starter(0.4), "slow": slow_starter(0.8)}, 9) == {"fast": 1}
+    assert rule.audit()[0]["ranked_by"] == "learned"
+
+
+def test_ridge_leave_one_out_predictions_are_fits_without_the_point():
+    """Exactly so with the columns scaled as for all points (as `ridge` scales them)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 3))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    y = x @ [1.0, -2.0, 0.5] + rng.normal(0, 0.1, 12)
+    loo, fit, gain = ridge(x, y)
+    for i in range(12):
+        rest = np.arange(12) != i
+        d = np.column_stack([np.ones(11), x[rest]])
+        coef = np.linalg.solve(d.T @ d + np.diag([0.0, 1.0, 1.0, 1.0]), d.T @ y[rest])
+        assert coef @ [1.0, *x[i]] == pytest.approx(loo[i])
+    assert fit(x) == pytest.approx(y, abs=0.5)
+    assert gain == pytest.approx(np.linalg.norm([1.0, -2.0, 0.5]), rel=0.2)
 
 
 def saturating(quality, tau):
@@ -114,12 +155,13 @@ def test_ranks_by_forecast_where_slow_starters_win_and_best_so_far_disagrees():
         measured = rule.agreement(rung)
         assert measured.key == "forecast" and measured.rho > 0.9 and rule.trusted(rung)
         assert rule._agreement_of(rung, "best").rho < 0  # what ASHA ranks by
-    assert not rule.trusted(1)  # one epoch is no curve
-    # A fast starter on a low plateau leads every slow one at epoch 3, and stops there; a
-    # slow starter headed higher than all goes on.
+    # One epoch is no curve; it is ranked by a regression on the trials that went on.
+    assert rule.agreement(1).key == "learned"
+    # A fast starter on a low plateau leads every slow one early, and stops; a slow starter
+    # headed higher than all goes on.
     assert slow_starter(0.6)(3) > slow_starter(0.95)(3)
-    assert play(rule, {"fast": slow_starter(0.6), "slow": slow_starter(0.95)}, 27) == {"fast": 3}
-    assert [row["ranked_by"] for row in rule.audit()] == ["best", "forecast", "forecast"]
+    assert play(rule, {"fast": slow_starter(0.6), "slow": slow_starter(0.95)}, 27) == {"fast": 1}
+    assert [row["ranked_by"] for row in rule.audit()] == ["learned", "forecast", "forecast"]
 
 
 def test_keeps_each_curve_up_to_the_last_rung_and_takes_reports_that_skip_epochs():
