@@ -74,8 +74,12 @@ class SearcherAdapter(RaySearcher):
                 self.best[trial_id] = value
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
-        last = result or self.last.get(trial_id)
-        self.last.pop(trial_id, None)
+        if result:
+            # Ray skips `on_trial_result` for the result on which its scheduler stopped the
+            # trial: without this, a trial stopped at its first report reached the searcher
+            # with no value at all, and TPE learned nothing from it.
+            self.on_trial_result(trial_id, result)
+        last = self.last.pop(trial_id, None)
         status = results.trial_status(last, error, self.max_epochs)
         value = last.get(self.metrics[0]) if last else None
         epoch = int(last.get("epoch", 0)) if last else 0

@@ -76,6 +76,24 @@ def test_searcher_adapter_reports_each_outcome_and_round_trips_its_state(tmp_pat
     assert restored.best == {"t2": 0.1} and restored.suggest("t3") == adapter.suggest("t3")
 
 
+def test_searcher_adapter_counts_the_result_a_trial_was_stopped_on():
+    # Ray does not call `on_trial_result` for the result its scheduler stops a trial on; it
+    # passes that result to `on_trial_complete` only.
+    searcher = random_searcher()
+    adapter = seam.SearcherAdapter(searcher, max_epochs=9)
+    adapter.suggest("first")
+    adapter.suggest("later")
+    adapter.on_trial_result("later", {"epoch": 1, "acc": 0.2})
+    seen = {}
+    searcher.on_trial_complete = lambda trial_id, outcome: seen.update({trial_id: outcome})
+    adapter.on_trial_complete("first", {"epoch": 1, "acc": 0.3})
+    adapter.on_trial_complete("later", {"epoch": 3, "acc": 0.6})
+    assert [(o.status, o.value, o.best, o.epoch) for o in seen.values()] == [
+        ("early_stopped", 0.3, 0.3, 1),
+        ("early_stopped", 0.6, 0.6, 3),
+    ]
+
+
 def test_recording_asha_records_its_stops_and_each_trials_bracket(tmp_path):
     scheduler = seam.make_scheduler(
         spec(scheduler={"name": "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 2})
