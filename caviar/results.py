@@ -549,14 +549,18 @@ def board_columns(board: pd.DataFrame, metric: Metrics) -> list[str]:
 def leaderboard(
     trials: pd.DataFrame, metric: Metrics, mode: Modes, top: int | None = None
 ) -> pd.DataFrame:
-    """The trials that rank (`objective.RANKED`) by their best metric, best first. With
-    several metrics, those with a value of each: the Pareto front first (the ``pareto``
-    column, computed when the table has none), each part by the first metric's last value."""
+    """The trials that rank (`objective.RANKED`) by their best metric, best first, a tie going
+    to the better last value. With several metrics, those with a value of each: the Pareto
+    front first (the ``pareto`` column, computed when the table has none), each part by the
+    first metric's last value."""
     metrics, modes = objective.as_tuple(metric), objective.as_tuple(mode)
     if len(metrics) == 1:
         col = f"best_{metrics[0]}"
         ok = trials[trials["status"].isin(objective.RANKED) & trials[col].notna()]
-        ranked = ok.sort_values(col, ascending=(modes[0] == "min"), kind="stable")
+        # A metric measured in steps (accuracy on a small validation set) ties often; the trial
+        # that held its best to the end is the one a user retraining its configuration gets.
+        by = [col, metrics[0]] if metrics[0] in ok else [col]
+        ranked = ok.sort_values(by, ascending=(modes[0] == "min"), kind="stable")
     else:
         if "pareto" not in trials:
             trials = trials.assign(pareto=pareto(trials, metrics, modes))

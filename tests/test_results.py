@@ -95,6 +95,21 @@ def test_leaderboard_ranks_healthy_trials_only():
     assert list(leaderboard(trials, "acc", "min", top=1)["trial_id"]) == ["b"]
 
 
+def test_leaderboard_breaks_a_tie_in_best_by_the_last_value():
+    # Both peaked at 0.979; "held" ended there, "peaked" fell back (a digits CNN of the bank).
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["peaked", "held", "lower"],
+            "status": ["completed"] * 3,
+            "acc": [0.948, 0.979, 0.975],
+            "best_acc": [0.979, 0.979, 0.975],
+        }
+    )
+    assert list(leaderboard(trials, "acc", "max")["trial_id"]) == ["held", "peaked", "lower"]
+    flipped = trials.assign(acc=-trials["acc"], best_acc=-trials["best_acc"])
+    assert list(leaderboard(flipped, "acc", "min")["trial_id"]) == ["held", "peaked", "lower"]
+
+
 def test_parquet_round_trip_with_metadata_and_no_leftovers(tmp_path):
     trials, _ = build_tables(RECORDS, "acc", "max", 3)
     write_parquet(trials, Location.of(tmp_path) / "trials.parquet", {"caviar.spec": "name: t"})

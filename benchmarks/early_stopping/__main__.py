@@ -59,7 +59,7 @@ def _domains(family: str) -> list[tuple[str, Any]]:
 def caviar_sweep(family: str, seed: int, trials: int, concurrent: int, default: bool, storage: str):
     import pandas as pd
 
-    from caviar import driver
+    from caviar import driver, results
     from caviar.spec import parse_spec
 
     raw = {
@@ -79,8 +79,7 @@ def caviar_sweep(family: str, seed: int, trials: int, concurrent: int, default: 
         raw |= {"searcher": {"name": "random"}, "scheduler": {"name": "fifo"}}
     run_dir = driver.run(parse_spec(raw), storage=storage, name=f"{raw['name']}-{time.time_ns()}")
     t = pd.read_parquet(f"{run_dir}/trials.parquet")
-    ok = t[t.status.isin(["completed", "early_stopped"])]
-    best = ok.sort_values("best_val_acc", ascending=False, kind="stable").iloc[0]
+    best = results.leaderboard(t, "val_acc", "max").iloc[0]  # what `caviar best` hands over
     config = {k.removeprefix("param_"): best[k] for k in t.columns if k.startswith("param_")}
     return config, int(t.epochs.sum())
 

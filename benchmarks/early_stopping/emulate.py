@@ -48,8 +48,8 @@ def sweep(
     options: dict[str, Any],
     searcher: str | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """The configuration the sweep hands the user (its best trial's best value) and the
-    epochs it trained."""
+    """The configuration the sweep hands the user (its best trial by best so far, then by last
+    value) and the epochs it trained."""
     raw = {
         "name": family,
         "metric": "val_acc",
@@ -73,7 +73,7 @@ def sweep(
     curve_of = curves(family)
     running: list[dict[str, Any]] = []
     started = epochs = 0
-    best: tuple[float, dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], dict[str, Any]] | None = None
     while started < trials or running:
         while started < trials and len(running) < concurrent:
             trial_id = f"t{started}"
@@ -94,8 +94,9 @@ def sweep(
                 running.remove(t)
                 status = "completed" if epoch >= MAX_EPOCHS else "early_stopped"
                 searcher.on_trial_complete(t["id"], Outcome(status, value, t["best"], epoch))
-                if best is None or t["best"] > best[0]:
-                    best = (t["best"], t["config"])
+                # Ranked as `caviar.results.leaderboard` ranks: best so far, then last value.
+                if best is None or (t["best"], value) > best[0]:
+                    best = ((t["best"], value), t["config"])
     assert best is not None
     return best[1], epochs
 
