@@ -247,8 +247,8 @@ class Stopping:
 
     def agreement(self, rung: float) -> Agreement | None:
         """How the ranking at this rung agrees with the ranking at the highest level above it
-        that `min_pairs` of its trials reached, by best so far or by forecast, whichever
-        agrees better; None while no level has."""
+        that `min_pairs` of its trials reached, by best so far, forecast or learned
+        prediction, whichever agrees better; None while no level has."""
         sizes = tuple(len(v) for v in self.at.values())
         if self._memo.get("sizes") != sizes:  # it changes only when a trial reaches a level
             self._memo = {"sizes": sizes}
@@ -268,7 +268,7 @@ class Stopping:
         # with each other and with nothing later.
         horizon = min(self.max_epochs, rung * self.options.reduction_factor**2)
         sign = objective.sign(self.mode)
-        features = [str(level) for level in self.levels if level <= rung]
+        features = [str(level) for level in self.levels if level <= rung]  # learned: its inputs
         for level in reversed(self.levels):
             if level < horizon - 1e-9:
                 break
@@ -278,14 +278,13 @@ class Stopping:
                 continue
             late = [sign * there[t] for t in both]  # lower is better from here on
             if key == "learned":
-                x = np.array([[sign * self.at[f][t] for f in features] for t in both])
-                loo, fit, gain = ridge(x, np.array(late))
+                loo, fit, gain = ridge(self._rows(features, both), np.array(late))
                 early = loo.tolist()
+                # What `ranked` and the noise band use once this rung ranks by it.
                 self._memo[("fit", rung)] = (features, fit, gain)
             else:
-                early = [
-                    sign * (self.at if key == "best" else self.ahead)[str(rung)][t] for t in both
-                ]
+                recorded = self.ranked(rung, key)
+                early = [sign * recorded[t] for t in both]
             # What would this rung's cut, among these trials, have cost at the higher level?
             # The best trial it keeps against the best of all: within twice the noise is
             # nothing lost (near the top, trials a hair apart are seed noise).
@@ -304,9 +303,13 @@ class Stopping:
             return self.ahead[str(rung)]
         features, fit, _ = self._memo[("fit", rung)]
         trials = [t for t in self.at[str(rung)] if all(t in self.at[f] for f in features)]
+        predicted = objective.sign(self.mode) * fit(self._rows(features, trials))
+        return dict(zip(trials, predicted.tolist(), strict=True))
+
+    def _rows(self, features: list[str], trials: list[str]) -> np.ndarray:
+        """Each trial's best so far at those levels, lower is better."""
         sign = objective.sign(self.mode)
-        x = np.array([[sign * self.at[f][t] for f in features] for t in trials])
-        return dict(zip(trials, (sign * fit(x)).tolist(), strict=True))
+        return np.array([[sign * self.at[f][t] for f in features] for t in trials])
 
     def trusted(self, rung: float) -> bool:
         return self._trusts(self.agreement(rung))
