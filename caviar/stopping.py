@@ -23,6 +23,11 @@ the final one. This rule measures that while the sweep runs and stops only where
   stops (among the last ``window`` trials there), unless it is within ``noise_z`` times the
   metric's noise of the cut (carried through the regression for the learned ranking). A
   trial that passed a rung while it was not trusted yet is judged there as soon as it is.
+  However it ranks among its neighbours, a trial also stops at a trusted rung when its chance
+  of beating the best value recorded at the reference level is below ``hopeless``: its value
+  there predicted by a line fitted to the pairs the agreement was measured on, give or take
+  the line's leave-one-out error (a searcher that learns proposes trials each better than the
+  last few, and a cut among recent trials alone passes nearly all of them).
   The noise is the larger of two estimates: the spread between trials of the same
   configuration with other seeds (`repeat_key`), and the epoch-to-epoch jitter of each
   trial's curve (second differences, which a smooth learning trend does not inflate).
@@ -37,9 +42,10 @@ import math
 import statistics
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import Field
 
 from caviar import objective
 from caviar.objective import Mode
@@ -58,6 +64,11 @@ class StoppingOptions:
     """Trials that must have reached both levels before their agreement counts."""
     noise_z: float = 0.5
     """A trial within this many noise standard deviations of the cut goes on."""
+    hopeless: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    """At a trusted rung a trial also stops when its predicted chance of beating the best
+    value recorded at the rung's reference level is below this (0: never), whatever its rank
+    among its neighbours: a searcher that improves as it learns passes nearly every trial
+    through a cut among recent trials (Domhan et al. 2015 stop at the same 5%)."""
     window: int = 9
     """The cut is among the last `window` trials that reached the rung (0: all of them): a
     model-based searcher proposes better trials as it learns, and measured against the early
@@ -78,6 +89,11 @@ class Agreement:
     """What the rung ranks trials by, whichever agreed better: "best" (best so far),
     "forecast" (where the curve is headed at max_epochs) or "learned" (the final value
     predicted from the trial's values so far by a regression on the trials that got there)."""
+    intercept: float = math.nan
+    slope: float = math.nan
+    spread: float = math.nan
+    """The reference level's value predicted from what the rung ranks by, lower is better:
+    ``intercept + slope * value``, off by `spread` (standard deviation, leave-one-out)."""
 
 
 def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
@@ -291,7 +307,13 @@ class Stopping:
             cut = sorted(early)[max(0, math.ceil(len(early) / self.options.reduction_factor) - 1)]
             kept_best = min(b for a, b in zip(early, late, strict=True) if a <= cut)
             kept = kept_best - min(late) <= 2 * self.noise()
-            return Agreement(spearman(early, late), len(both), level, kept, key)
+            # The late value from the early one, for the chance of beating the best there.
+            # (A penalty of next to nothing: early values all alike fit a slope of 0.)
+            loo, line, _ = ridge(np.array(early)[:, None], np.array(late), penalty=1e-6)
+            intercept, slope = (line(np.array([[0.0], [1.0]])) @ [[1, -1], [0, 1]]).tolist()
+            spread = float(np.sqrt(np.mean((np.array(late) - loo) ** 2)))
+            rho = spearman(early, late)
+            return Agreement(rho, len(both), level, kept, key, intercept, slope, spread)
         return None
 
     def ranked(self, rung: float, key: str) -> dict[str, float]:
@@ -349,12 +371,27 @@ class Stopping:
             values = values[-self.options.window :]
         ordered = sorted(sign * v for v in values)  # best first
         cut = ordered[max(0, math.ceil(len(ordered) / rf) - 1)]
+        if self._hopeless(sign * value, measured, band):
+            return True
         if sign * value <= cut:
             return False
         if sign * value <= cut + band:
             self.spared[str(rung)] = self.spared.get(str(rung), 0) + 1
             return False
         return True
+
+    def _hopeless(self, value: float, measured: Agreement | None, band: float) -> bool:
+        """Whether a trial ranked by `value` (lower is better) at a rung with this agreement
+        has less than `hopeless` chance of beating the best value at its reference level
+        (and is predicted further below it than the noise band)."""
+        if not self.options.hopeless or measured is None or not measured.slope > 0:
+            return False
+        sign = objective.sign(self.mode)
+        incumbent = min(sign * v for v in self.at[str(measured.reference)].values())
+        predicted = measured.intercept + measured.slope * value
+        spread = max(measured.spread, self.noise())
+        z = statistics.NormalDist().inv_cdf(1 - self.options.hopeless)
+        return predicted - incumbent > max(z * spread, band)
 
     def audit(self) -> list[dict[str, Any]]:
         """One row per rung: trials that reached it, stopped there, spared by the noise band,

@@ -9,7 +9,6 @@ import pytest
 from caviar.stopping import (
     CONTINUE,
     STOP,
-    Agreement,
     Stopping,
     StoppingOptions,
     forecast,
@@ -48,7 +47,9 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
     rule = Stopping("max", 9, StoppingOptions(min_pairs=8))
     first = {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}
     assert play(rule, first, 9) == {}  # the first 8 all train fully: nothing measured yet
-    assert rule.agreement(1) == Agreement(pytest.approx(1.0), 8, 9, True)
+    measured = rule.agreement(1)
+    assert (measured.rho, measured.pairs, measured.reference) == (pytest.approx(1.0), 8, 9)
+    assert measured.winner_kept and measured.key == "best"
     assert rule.trusted(1) and rule.trusted(3)
     later = {f"b{i}": agreeing(0.3 + i / 100) for i in range(4)}  # all worse than the first
     stopped = play(rule, later, 9)
@@ -164,6 +165,36 @@ def test_ranks_by_forecast_where_slow_starters_win_and_best_so_far_disagrees():
     assert [row["ranked_by"] for row in rule.audit()] == ["learned", "forecast", "forecast"]
 
 
+def test_stops_a_hopeless_trial_that_leads_its_neighbours():
+    """A searcher that improves as it learns sends trials each better than the last few: a cut
+    among recent trials passes them all. Those with no chance of beating the best go anyway."""
+
+    def sweep(hopeless):
+        # window 1: the cut among recent trials at its most lenient, it passes every trial
+        rule = Stopping("max", 9, StoppingOptions(min_pairs=8, window=1, hopeless=hopeless))
+        play(rule, {f"a{i}": agreeing(0.5 + i / 20) for i in range(8)}, 9)
+        # all far below the first eight
+        return rule, play(rule, {f"b{i}": agreeing(0.2 + i / 100) for i in range(6)}, 9)
+
+    assert sweep(hopeless=0.0)[1] == {}
+    rule, stopped = sweep(hopeless=0.05)
+    assert stopped == {f"b{i}": 1 for i in range(6)}
+    # The line it predicts with: the value at epoch 9 from the value at epoch 1.
+    measured = rule.agreement(1)
+    assert measured.slope > 0 and measured.spread < 1e-3
+    # One headed above the best goes on (these curves have no noise: a hair below is hopeless).
+    assert play(rule, {"c": agreeing(0.9)}, 9) == {}
+
+
+def test_early_values_all_alike_predict_nothing():
+    rule = Stopping("max", 9, StoppingOptions(min_pairs=4))
+    curves = {f"a{i}": (lambda q: lambda e: 0.1 if e == 1 else q)(0.5 + i / 10) for i in range(4)}
+    play(rule, curves, 9)
+    measured = rule._agreement_of(1, "best")
+    assert math.isnan(measured.rho) and measured.slope == pytest.approx(0, abs=1e-6)
+    assert not rule.trusted(1) and not rule._hopeless(-0.1, measured, 0.0)
+
+
 def test_keeps_each_curve_up_to_the_last_rung_and_takes_reports_that_skip_epochs():
     rule = Stopping("max", 27, StoppingOptions(min_pairs=2))
     play(rule, {"a": agreeing(0.5)}, 27)
@@ -184,7 +215,7 @@ def test_compares_best_so_far_and_spares_trials_within_noise_of_the_cut():
     assert rule.noise() > 0.01
     # Its best so far at rung 3 is 0.95 although its value there is 0.52: it goes on.
     rule.on_add("peak")
-    for epoch, value in ((1, 0.71), (2, 0.95), (3, 0.52)):
+    for epoch, value in ((1, 0.81), (2, 0.95), (3, 0.52)):
         assert rule.on_result("peak", epoch, value) == CONTINUE
     # Just below the cut, within noise: spared; far below: stopped.
     rule.on_add("close")
