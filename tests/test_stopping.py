@@ -177,7 +177,7 @@ def test_stops_a_hopeless_trial_that_leads_its_neighbours():
         return rule, play(rule, {f"b{i}": agreeing(0.2 + i / 100) for i in range(6)}, 9)
 
     assert sweep(hopeless=0.0)[1] == {}
-    rule, stopped = sweep(hopeless=0.05)
+    rule, stopped = sweep(hopeless=StoppingOptions.hopeless)
     assert stopped == {f"b{i}": 1 for i in range(6)}
     # The line it predicts with: the value at epoch 9 from the value at epoch 1.
     measured = rule.agreement(1)

@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--option", action="append", default=[], help="NAME=VALUE of the rule")
     parser.add_argument("--searcher", help="instead of the default (ASHA: random)")
     args = parser.parse_args()
-    options = {k: type(getattr(StoppingOptions(), k))(v) for k, v in map(_pair, args.option)}
+    options = parse_options(args.option)
     for family in args.families:
         for rule in args.rules:
             finals, spent = [], []
@@ -129,9 +129,11 @@ def main() -> None:
             )
 
 
-def _pair(text: str) -> tuple[str, str]:
-    name, _, value = text.partition("=")
-    return name, value
+def parse_options(texts: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` texts as options of the rule, each of the type of its default."""
+    defaults = StoppingOptions()
+    pairs = (text.partition("=")[::2] for text in texts)
+    return {name: type(getattr(defaults, name))(value) for name, value in pairs}
 
 
 if __name__ == "__main__":
