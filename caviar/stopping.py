@@ -202,6 +202,7 @@ class Stopping:
         self.repeat: dict[str, Hashable] = {}
         self.stopped: dict[str, float] = {}  # trial -> the rung it was stopped at
         self.spared: dict[str, int] = {}  # rung -> trials below the cut spared by the noise band
+        self.hopeless: dict[str, int] = {}  # rung -> trials stopped there as hopeless
         self.pending: dict[str, list[float]] = {}  # trial -> rungs it passed while untrusted
         self._memo: dict[Any, Any] = {}
 
@@ -313,7 +314,8 @@ class Stopping:
             # The late value from the early one, for the chance of beating the best there.
             # (A penalty of next to nothing: early values all alike fit a slope of 0.)
             loo, line, _ = ridge(np.array(early)[:, None], np.array(late), penalty=1e-6)
-            intercept, slope = (line(np.array([[0.0], [1.0]])) @ [[1, -1], [0, 1]]).tolist()
+            at_0, at_1 = line(np.array([[0.0], [1.0]])).tolist()
+            intercept, slope = at_0, at_1 - at_0
             spread = float(np.sqrt(np.mean((np.array(late) - loo) ** 2)))
             rho = spearman(early, late)
             return Agreement(rho, len(both), level, kept, key, intercept, slope, spread)
@@ -374,14 +376,14 @@ class Stopping:
             values = values[-self.options.window :]
         ordered = sorted(sign * v for v in values)  # best first
         cut = ordered[max(0, math.ceil(len(ordered) / rf) - 1)]
-        if self._hopeless(sign * value, measured, band):
+        if sign * value > cut + band:
             return True
-        if sign * value <= cut:
-            return False
-        if sign * value <= cut + band:
+        if self._hopeless(sign * value, measured, band):  # what the cut let through
+            self.hopeless[str(rung)] = self.hopeless.get(str(rung), 0) + 1
+            return True
+        if sign * value > cut:
             self.spared[str(rung)] = self.spared.get(str(rung), 0) + 1
-            return False
-        return True
+        return False
 
     def _hopeless(self, value: float, measured: Agreement | None, band: float) -> bool:
         """Whether a trial ranked by `value` (lower is better) at a rung with this agreement
@@ -397,8 +399,8 @@ class Stopping:
         return predicted - incumbent > max(z * spread, band)
 
     def audit(self) -> list[dict[str, Any]]:
-        """One row per rung: trials that reached it, stopped there, spared by the noise band,
-        the agreement measured and whether it was trusted."""
+        """One row per rung: trials that reached it, stopped there (and of those, as hopeless),
+        spared by the noise band, the agreement measured and whether it was trusted."""
         rows = []
         for rung in self.rungs:
             measured = self.agreement(rung)
@@ -409,6 +411,7 @@ class Stopping:
                     "rung": rung,
                     "reached": len(self.at[str(rung)]),
                     "stopped": stopped,
+                    "stopped_hopeless": self.hopeless.get(str(rung), 0),
                     "spared_by_noise": self.spared.get(str(rung), 0),
                     "agreement": rho,
                     "pairs": None if measured is None else measured.pairs,
@@ -434,7 +437,7 @@ class Stopping:
 
     def state_dict(self) -> dict[str, Any]:
         keys = ("at", "ahead", "history", "best", "recent", "jitter", "repeat", "stopped")
-        keys += ("spared", "pending")
+        keys += ("spared", "hopeless", "pending")
         return {k: getattr(self, k) for k in keys}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

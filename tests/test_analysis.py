@@ -321,7 +321,7 @@ def test_asha_rungs_and_what_stopping_saved(fake_run):
         (
             None,
             [1, 3],
-            "caviar (min_epochs 1, reduction_factor 3.0, trust 0.5, min_pairs 6, noise_z 0.5, window 9)",
+            "caviar (min_epochs 1, reduction_factor 3.0, trust 0.5, min_pairs 6, noise_z 0.5, hopeless 0.01, window 9)",
         ),
     ],
     ids=["no-reduction-factor", "no-scheduler"],
@@ -480,6 +480,7 @@ def test_audit_reads_back(caviar_run, fake_run):
         "rung",
         "reached",
         "stopped",
+        "stopped_hopeless",
         "spared_by_noise",
         "agreement",
         "ranked_by",

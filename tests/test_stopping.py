@@ -58,6 +58,7 @@ def test_no_stop_while_the_agreement_is_unknown_then_stops_where_it_holds():
         "rung": 1,
         "reached": 12,
         "stopped": 4,
+        "stopped_hopeless": 0,
         "spared_by_noise": 0,
         "agreement": pytest.approx(1.0),
         "pairs": 8,
@@ -179,6 +180,7 @@ def test_stops_a_hopeless_trial_that_leads_its_neighbours():
     assert sweep(hopeless=0.0)[1] == {}
     rule, stopped = sweep(hopeless=StoppingOptions.hopeless)
     assert stopped == {f"b{i}": 1 for i in range(6)}
+    assert rule.audit()[0]["stopped_hopeless"] == 6
     # The line it predicts with: the value at epoch 9 from the value at epoch 1.
     measured = rule.agreement(1)
     assert measured.slope > 0 and measured.spread < 1e-3

@@ -180,19 +180,21 @@ asha_summary = stopping_summary
 
 # --- caviar's stopping audit -----------------------------------------------------------------
 
-_AUDIT_COUNTS = ("reached", "stopped", "spared_by_noise", "pairs")
+_AUDIT_COUNTS = ("reached", "stopped", "stopped_hopeless", "spared_by_noise", "pairs")
 _AUDIT_FLOATS = ("agreement", "reference", "noise")
-_AUDIT_COLUMNS = ("rung", "reached", "stopped", "spared_by_noise", "agreement", "ranked_by")
+_AUDIT_COLUMNS = ("rung", "reached", "stopped", "stopped_hopeless", "spared_by_noise")
+_AUDIT_COLUMNS += ("agreement", "ranked_by")
 _AUDIT_COLUMNS += ("pairs",)
 _AUDIT_COLUMNS += ("reference", "trusted", "noise", "warning")
 
 
 def audit(run: Run) -> pd.DataFrame | None:
     """caviar's stopping audit (audit.parquet; the columns are `caviar.stopping`'s
-    ``Stopping.audit``): one row per rung with the trials that reached it, stopped there and
-    were spared by the noise band, the rank agreement measured with a higher level and
-    whether it was trusted, and a warning where trials were stopped at a rung whose agreement
-    later fell below trust. None when the run has none (its scheduler is not caviar's)."""
+    ``Stopping.audit``): one row per rung with the trials that reached it, stopped there (and
+    of those, as hopeless) and were spared by the noise band, the rank agreement measured
+    with a higher level and whether it was trusted, and a warning where trials were stopped at
+    a rung whose agreement later fell below trust. None when the run has none (its scheduler
+    is not caviar's)."""
     path = Location.of(run.run_dir) / results.AUDIT_FILE
     if not path.is_file():
         return None
