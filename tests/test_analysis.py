@@ -376,6 +376,7 @@ def audit_rows(warned: bool = True) -> list[dict]:
             "rung": 1,
             "reached": 16,
             "stopped": 5,
+            "stopped_hopeless": 2,
             "spared_by_noise": 1,
             "agreement": 0.9,
             "ranked_by": "best",
@@ -515,9 +516,9 @@ def test_audit_is_read_with_the_schema_check(caviar_run):
 def test_audit_text(caviar_run):
     text = analysis.audit_text(analysis.load(caviar_run))
     assert text.splitlines() == [
-        "rung  reached  stopped  agreement  ranked by  trusted",
-        "   1       16        5       0.90       best      yes",
-        "   2       11        4       0.60   forecast       no",
+        "rung  reached  stopped  hopeless  agreement  ranked by  trusted",
+        "   1       16        5         2       0.90       best      yes",
+        "   2       11        4         -       0.60   forecast       no",
         f"warning: rung 2: {WARNING}",
         "caviar's scheduler stopped 9 of 16 trials early, at rungs whose rank agreement was >= 0.8",
     ]
@@ -529,8 +530,8 @@ def test_audit_text_when_no_rung_was_trusted(tmp_path):
     )
     lines = analysis.audit_text(run).splitlines()
     assert lines[1:3] == [
-        "   1       16        0          -          -       no",
-        "   2       16        0          -          -       no",
+        "   1       16        0         -          -          -       no",
+        "   2       16        0         -          -          -       no",
     ]
     assert lines[-1] == (
         "caviar's scheduler stopped none of 16 trials early: no rung's rank agreement reached "

@@ -251,19 +251,21 @@ def _verdict(run: Run, frame: pd.DataFrame) -> str:
 
 
 def audit_text(run: Run) -> str:
-    """The audit as a short plain-text table for a terminal (rung, reached, stopped, agreement,
-    what it ranks by, trusted), a line per warning and the verdict (`audit_verdict`); empty
-    without an audit."""
+    """The audit as a short plain-text table for a terminal (rung, reached, stopped, of those
+    stopped as hopeless, agreement, what it ranks by, trusted), a line per warning and the
+    verdict (`audit_verdict`); empty without an audit."""
     frame = audit(run)
     if frame is None:
         return ""
-    cells = [("rung", "reached", "stopped", "agreement", "ranked by", "trusted")]
+    cells = [("rung", "reached", "stopped", "hopeless", "agreement", "ranked by", "trusted")]
     for row in frame.itertuples(index=False):
+        hopeless = "-" if pd.isna(row.stopped_hopeless) else f"{row.stopped_hopeless}"
         agreement = "-" if pd.isna(row.agreement) else f"{row.agreement:.2f}"
         ranked_by = row.ranked_by if isinstance(row.ranked_by, str) else "-"
         trusted = "yes" if row.trusted else "no"
         cells.append(
-            (f"{row.rung:g}", f"{row.reached}", f"{row.stopped}", agreement, ranked_by, trusted)
+            (f"{row.rung:g}", f"{row.reached}", f"{row.stopped}", hopeless, agreement)
+            + (ranked_by, trusted)
         )
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
