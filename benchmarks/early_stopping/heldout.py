@@ -12,6 +12,7 @@ random search (100 trials, 2 at a time, each advancing one epoch in turn, as in 
 - ``skewed``: qualities crowded near the best (many configurations nearly as good);
 - ``overfit``: curves that peak at about a third of max_epochs and then fall by up to 0.1.
 
+With `--asha`, ASHA's rule beside them (grace 1, reduction factor 3, as `emulate.py` has it).
 For each option set and family: the mean metric at max_epochs of the configuration handed over
 (best so far, then last value, as `caviar.results.leaderboard` ranks), its mean difference
 from the defaults' on the same curves ± the standard error of that paired difference, and the
@@ -26,7 +27,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from benchmarks.early_stopping.emulate import parse_options
+from benchmarks.early_stopping.emulate import _Asha, parse_options
 from caviar.stopping import STOP, Stopping, StoppingOptions
 
 FAMILIES = ("noisy", "crossing", "skewed", "overfit")
@@ -51,9 +52,8 @@ def family(name: str, rng: np.random.Generator, trials: int) -> np.ndarray:
     return clean + rng.normal(0, noise, clean.shape)
 
 
-def sweep(curves: np.ndarray, options: StoppingOptions, concurrent: int = 2) -> tuple[float, int]:
+def sweep(curves: np.ndarray, rule: Stopping, concurrent: int = 2) -> tuple[float, int]:
     """The handed-over configuration's metric at max_epochs, and the epochs trained."""
-    rule = Stopping("max", MAX_EPOCHS, options)
     running: list[int] = []
     reached: dict[int, int] = {}
     best: dict[int, float] = {}
@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=100)
     parser.add_argument("--trials", type=int, default=100)
+    parser.add_argument("--asha", action="store_true", help="ASHA's rule beside (emulate.py's)")
     parser.add_argument(
         "--option", action="append", default=[], help="NAME=VALUE[,VALUE...]: one set per value"
     )
@@ -88,11 +89,19 @@ def main() -> None:
         for value in values.split(","):
             text = f"{name}={value}"
             variants[f"{name}={value}"] = replace(StoppingOptions(), **parse_options([text]))
+    if args.asha:
+        variants["asha"] = None
     for name in FAMILIES:
         curves = [family(name, np.random.default_rng(s), args.trials) for s in range(args.seeds)]
         base = None
         for label, options in variants.items():
-            finals, spent = zip(*(sweep(c, options) for c in curves), strict=True)
+            rules = (
+                _Asha("max", MAX_EPOCHS, StoppingOptions(window=0))
+                if options is None
+                else Stopping("max", MAX_EPOCHS, options)
+                for _ in curves
+            )
+            finals, spent = zip(*map(sweep, curves, rules), strict=True)
             base = base or finals
             diff = [a - b for a, b in zip(finals, base, strict=True)]
             sem = statistics.stdev(diff) / len(diff) ** 0.5 if len(diff) > 1 else 0.0
