@@ -27,11 +27,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from benchmarks.early_stopping.bank import MAX_EPOCHS
 from benchmarks.early_stopping.emulate import _Asha, parse_options
 from caviar.stopping import STOP, Stopping, StoppingOptions
 
 FAMILIES = ("noisy", "crossing", "skewed", "overfit")
-MAX_EPOCHS = 27
 
 
 def family(name: str, rng: np.random.Generator, trials: int) -> np.ndarray:
@@ -86,9 +86,8 @@ def main() -> None:
     variants = {"defaults": StoppingOptions()}
     for text in args.option:
         name, _, values = text.partition("=")
-        for value in values.split(","):
-            text = f"{name}={value}"
-            variants[f"{name}={value}"] = replace(StoppingOptions(), **parse_options([text]))
+        for label in (f"{name}={value}" for value in values.split(",")):
+            variants[label] = replace(StoppingOptions(), **parse_options([label]))
     if args.asha:
         variants["asha"] = None
     for name in FAMILIES:

@@ -264,8 +264,15 @@ def audit_text(run: Run) -> str:
         ranked_by = row.ranked_by if isinstance(row.ranked_by, str) else "-"
         trusted = "yes" if row.trusted else "no"
         cells.append(
-            (f"{row.rung:g}", f"{row.reached}", f"{row.stopped}", hopeless, agreement)
-            + (ranked_by, trusted)
+            (
+                f"{row.rung:g}",
+                f"{row.reached}",
+                f"{row.stopped}",
+                hopeless,
+                agreement,
+                ranked_by,
+                trusted,
+            )
         )
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
