@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import zlib
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,13 @@ class Curves:
             [[str(configs.loc[i, f"param_{n}"]) for n in self.choices] for i in wide.index]
         )
 
-    def nearest(self, config: dict[str, Any]) -> int:
-        """The row of the bank's configuration nearest to `config`."""
+    def nearest(self, config: dict[str, Any], exclude: Collection[int] = ()) -> int:
+        """The row of the bank's configuration nearest to `config` (other than `exclude`'s)."""
         u = np.array([self.space.domain(n).to_unit(config[n]) for n in self.numeric])
         d = ((self.units - u) ** 2).sum(axis=1)
         labels = np.array([str(config[n]) for n in self.choices])
         d += 0.25 * (self.labels != labels).sum(axis=1)
+        d[list(exclude)] = np.inf
         return int(np.argmin(d))
 
     def curve(self, config: dict[str, Any]) -> np.ndarray:

@@ -9,6 +9,12 @@ benchmarks.early_stopping` (which is what RESULTS.md reports):
 
     python -m benchmarks.early_stopping.emulate --families agree disagree --seeds 30 \\
         [--option min_pairs=4 ...]
+
+With `--distinct`, a trial replays the bank's nearest configuration that no trial of its sweep
+has replayed yet: a sensitivity check on the bank's resolution, not what the benchmark does. A
+bank of a few hundred configurations is coarse for a searcher that concentrates (TPE): many of
+its proposals near the best fall on the same banked configuration, and each replays that
+curve exactly, where a real training run would differ by seed noise (or be a curve not banked).
 """
 
 from __future__ import annotations
@@ -47,9 +53,10 @@ def sweep(
     rule: str,
     options: dict[str, Any],
     searcher: str | None = None,
-) -> tuple[dict[str, Any], int]:
-    """The configuration the sweep hands the user (its best trial by best so far, then by last
-    value) and the epochs it trained."""
+    distinct: bool = False,
+) -> tuple[float, int]:
+    """The final value of the configuration the sweep hands the user (its best trial by best so
+    far, then by last value) and the epochs it trained. `distinct`: see the module's doc."""
     raw = {
         "name": family,
         "metric": "val_acc",
@@ -71,9 +78,10 @@ def sweep(
         defaults = spec.scheduler.options
         stopping = Stopping("max", MAX_EPOCHS, dataclasses.replace(defaults, **options))
     curve_of = curves(family)
+    replayed: set[int] = set()
     running: list[dict[str, Any]] = []
     started = epochs = 0
-    best: tuple[tuple[float, float], dict[str, Any]] | None = None
+    best: tuple[tuple[float, float], float] | None = None
     while started < trials or running:
         while started < trials and len(running) < concurrent:
             trial_id = f"t{started}"
@@ -82,7 +90,13 @@ def sweep(
             if config is None:
                 continue
             stopping.on_add(trial_id)
-            running.append({"id": trial_id, "config": config, "curve": curve_of.curve(config)})
+            if distinct and family not in SYNTHETIC:
+                row = curve_of.nearest(config, exclude=replayed)
+                replayed.add(row)
+                curve = curve_of.curves[row]
+            else:
+                curve = curve_of.curve(config)
+            running.append({"id": trial_id, "config": config, "curve": curve})
         for t in list(running):
             epoch = t.setdefault("epoch", 0) + 1
             t["epoch"] = epoch
@@ -96,7 +110,7 @@ def sweep(
                 searcher.on_trial_complete(t["id"], Outcome(status, value, t["best"], epoch))
                 # Ranked as `caviar.results.leaderboard` ranks: best so far, then last value.
                 if best is None or (t["best"], value) > best[0]:
-                    best = ((t["best"], value), t["config"])
+                    best = ((t["best"], value), float(t["curve"][-1]))
     assert best is not None
     return best[1], epochs
 
@@ -110,16 +124,26 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=2)
     parser.add_argument("--option", action="append", default=[], help="NAME=VALUE of the rule")
     parser.add_argument("--searcher", help="instead of the default (ASHA: random)")
+    parser.add_argument(
+        "--distinct", action="store_true", help="no banked configuration replayed twice a sweep"
+    )
     args = parser.parse_args()
     options = parse_options(args.option)
     for family in args.families:
         for rule in args.rules:
             finals, spent = [], []
             for seed in range(args.seeds):
-                config, epochs = sweep(
-                    family, seed, args.trials, args.concurrent, rule, options, args.searcher
+                final, epochs = sweep(
+                    family,
+                    seed,
+                    args.trials,
+                    args.concurrent,
+                    rule,
+                    options,
+                    args.searcher,
+                    args.distinct,
                 )
-                finals.append(curves(family).final(config))
+                finals.append(final)
                 spent.append(epochs)
             sem = statistics.stdev(finals) / len(finals) ** 0.5
             print(
