@@ -6,7 +6,9 @@ every one trained to its full max_epochs, one row per (config, epoch) in Parquet
 
 Configurations are drawn by caviar's random searcher from each task's space (seed 0), so the
 bank is reproducible; they train in populations (`caviar.train.population`: configurations of
-one shape trained as one batched computation, each member exactly as it would alone).
+one shape trained as one batched computation, each member exactly as it would alone). A bank
+grows: with more `--configs` than it holds, only the new configurations train (the first ones
+drawn are the same whatever the count).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ TASKS: dict[str, dict[str, Any]] = {
     },
 }
 FUSE = 32  # members per population
+CURVE = ("epoch", "val_acc", "val_loss", "train_loss", "test_acc", "diverged")  # a row's metrics
 
 
 def bank_path(task: str) -> Path:
@@ -102,17 +105,7 @@ def _train_group(args: tuple[str, list[tuple[int, dict]]]) -> list[dict[str, Any
             rows.append(
                 {
                     "config_id": config_id,
-                    **{
-                        k: metrics[k]
-                        for k in (
-                            "epoch",
-                            "val_acc",
-                            "val_loss",
-                            "train_loss",
-                            "test_acc",
-                            "diverged",
-                        )
-                    },
+                    **{k: metrics[k] for k in CURVE},
                 }
             )
     return rows
@@ -124,9 +117,12 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     from caviar.train import group_key
 
     chosen = configurations(task, configs)
+    path = bank_path(task)
+    banked = _banked(path, chosen)
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for i, c in enumerate(chosen):
-        groups.setdefault(group_key(c), []).append((i, c))
+        if i not in banked:
+            groups.setdefault(group_key(c), []).append((i, c))
     for members in groups.values():  # neighbours in width share a population: less padding
         members.sort(key=lambda m: (m[1].get("hidden", 0), m[1].get("channels", 0)))
     work = [
@@ -137,19 +133,37 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(processes) as pool:
         rows = [r for part in pool.imap_unordered(_train_group, work) for r in part]
-    curves = pd.DataFrame(rows)
+    columns = ["config_id", *CURVE]
+    curves = pd.DataFrame(rows, columns=columns)
+    if banked:
+        kept = pd.read_parquet(path, columns=columns)
+        curves = pd.concat([kept, curves], ignore_index=True)
     params = pd.DataFrame(
         [{"config_id": i, **{f"param_{k}": v for k, v in c.items()}} for i, c in enumerate(chosen)]
     )
     bank = params.merge(curves, on="config_id").sort_values(["config_id", "epoch"])
-    path = bank_path(task)
     bank.to_parquet(path, index=False)
     print(
-        f"{task}: {configs} configurations, {len(bank)} rows in {time.perf_counter() - t0:.0f} s"
+        f"{task}: {configs} configurations ({len(banked)} kept from the bank), {len(bank)} rows"
+        f" in {time.perf_counter() - t0:.0f} s"
         f" -> {path.relative_to(HERE.parent.parent)}",
         flush=True,
     )
     return path
+
+
+def _banked(path: Path, chosen: list[dict[str, Any]]) -> set[int]:
+    """The configurations already in the bank at `path`: its rows, if they are `chosen`'s
+    first ones (a bank drawn otherwise is made again)."""
+    import pandas as pd
+
+    if not path.exists():
+        return set()
+    bank = pd.read_parquet(path).groupby("config_id").first()
+    for i, row in bank.iterrows():
+        if i >= len(chosen) or any(row[f"param_{k}"] != v for k, v in chosen[i].items()):
+            return set()
+    return set(bank.index)
 
 
 def main() -> None:
