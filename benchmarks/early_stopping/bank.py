@@ -2,13 +2,14 @@
 every one trained to its full max_epochs, one row per (config, epoch) in Parquet.
 
     python -m benchmarks.early_stopping.bank [--tasks mnist1d_mlp digits_cnn ...]
-                                             [--configs 300] [--processes 2]
+                                             [--configs 1000] [--processes 2]
 
 Configurations are drawn by caviar's random searcher from each task's space (seed 0), so the
 bank is reproducible; they train in populations (`caviar.train.population`: configurations of
-one shape trained as one batched computation, each member exactly as it would alone). A bank
-grows: with more `--configs` than it holds, only the new configurations train (the first ones
-drawn are the same whatever the count).
+one shape trained as one batched computation, each member exactly as it would alone). The
+first configurations drawn are the same whatever the count, so a bank is made again only in
+part: the configurations it holds keep their rows, only the others train (fewer `--configs`
+than it holds keeps its first ones).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     curves = pd.DataFrame(rows, columns=columns)
     if banked:
         kept = pd.read_parquet(path, columns=columns)
-        curves = pd.concat([kept, curves], ignore_index=True)
+        curves = pd.concat([kept[kept.config_id.isin(banked)], curves], ignore_index=True)
     params = pd.DataFrame(
         [{"config_id": i, **{f"param_{k}": v for k, v in c.items()}} for i, c in enumerate(chosen)]
     )
@@ -153,23 +154,24 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
 
 
 def _banked(path: Path, chosen: list[dict[str, Any]]) -> set[int]:
-    """The configurations already in the bank at `path`: its rows, if they are `chosen`'s
-    first ones (a bank drawn otherwise is made again)."""
+    """Which of `chosen` the bank at `path` holds already: none unless its configurations
+    are the same draws (a bank drawn otherwise is made again)."""
     import pandas as pd
 
     if not path.exists():
         return set()
     bank = pd.read_parquet(path).groupby("config_id").first()
-    for i, row in bank.iterrows():
-        if i >= len(chosen) or any(row[f"param_{k}"] != v for k, v in chosen[i].items()):
+    held = {i for i in bank.index if i < len(chosen)}
+    for i in held:
+        if any(bank.loc[i, f"param_{k}"] != v for k, v in chosen[i].items()):
             return set()
-    return set(bank.index)
+    return held
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--configs", type=int, default=300)
+    parser.add_argument("--configs", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
     for task in args.tasks:

@@ -11,10 +11,10 @@ benchmarks.early_stopping` (which is what RESULTS.md reports):
         [--option min_pairs=4 ...]
 
 With `--distinct`, a trial replays the bank's nearest configuration that no trial of its sweep
-has replayed yet: a sensitivity check on the bank's resolution, not what the benchmark does. A
-bank of a few hundred configurations is coarse for a searcher that concentrates (TPE): many of
-its proposals near the best fall on the same banked configuration, and each replays that
-curve exactly, where a real training run would differ by seed noise (or be a curve not banked).
+has replayed yet: a sensitivity check on the bank's resolution, not what the benchmark does.
+A searcher that concentrates (TPE) sends many proposals near the best to the same banked
+configuration, and each replays that curve exactly, where a real training run would differ by
+seed noise (or be a curve not banked); sending them further away distorts the other way.
 """
 
 from __future__ import annotations
