@@ -155,18 +155,24 @@ def _listening(port: int) -> bool:
     return False
 
 
-def free_ports(n: int) -> list[int]:
-    """`n` distinct ports that are free now (held open together, so no two are the same)."""
-    socks = []
+def free_ports(n: int, taken: set[int] | None = None) -> list[int]:
+    """`n` distinct ports that are free now (held open together, so no two are the same) and
+    not in `taken`, to which they are added: a port handed out earlier is free again until the
+    process it went to binds it, and the OS may offer it twice."""
+    taken = set() if taken is None else taken
+    socks, ports = [], []
     try:
-        for _ in range(n):
+        while len(ports) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("", 0))
             socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            if (port := s.getsockname()[1]) not in taken:
+                ports.append(port)
     finally:
         for s in socks:
             s.close()
+    taken.update(ports)
+    return ports
 
 
 def _auth_env(auth: str, token_path: Path) -> dict[str, str]:
@@ -229,6 +235,7 @@ class LocalCluster:
         self.dashboard_url: str = ""
         self.env: dict[str, str] = {}
         self._gcs_port = self._dashboard_port = 0
+        self._ports: set[int] = set()  # every port handed to a node of this cluster
         self._popen: dict[int, subprocess.Popen] = {}
 
     # -- public API --
@@ -415,7 +422,7 @@ class LocalCluster:
         node_dir = self.root / role
         node_dir.mkdir(exist_ok=True)
         log = self.root / "logs" / f"{role}.out"
-        agent_http, agent_grpc, runtime_env, metrics = free_ports(4)
+        agent_http, agent_grpc, runtime_env, metrics = free_ports(4, self._ports)
         cmd = [
             *_ray_cmd(),
             "start",
@@ -462,7 +469,7 @@ class LocalCluster:
 
     def _start_head(self) -> None:
         assert self.root is not None
-        self._gcs_port, self._dashboard_port = free_ports(2)
+        self._gcs_port, self._dashboard_port = free_ports(2, self._ports)
         self.dashboard_url = f"http://127.0.0.1:{self._dashboard_port}"
         self._spawn(
             "head",

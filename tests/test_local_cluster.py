@@ -120,3 +120,30 @@ def test_stop_leaves_other_processes_alone(local_cluster_module) -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_free_ports_never_hands_a_cluster_the_same_port_twice(
+    local_cluster_module, monkeypatch
+) -> None:
+    """A port handed to a node is free again until the node binds it, and the OS may offer it
+    once more (seen: a head's dashboard and its dashboard agent both given 51343)."""
+    offered = iter([51343, 51343, 51344, 51345])
+
+    class Socket:  # what the OS offers, in order
+        def __init__(self, *args: object) -> None:
+            self.port = next(offered)
+
+        def bind(self, address: object) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("0.0.0.0", self.port)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(local_cluster_module.socket, "socket", Socket)
+    taken: set[int] = set()
+    assert local_cluster_module.free_ports(1, taken) == [51343]
+    assert local_cluster_module.free_ports(2, taken) == [51344, 51345]
+    assert taken == {51343, 51344, 51345}
