@@ -119,7 +119,8 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
 
     chosen = configurations(task, configs)
     path = bank_path(task)
-    banked = _banked(path, chosen)
+    kept = _kept(path, chosen)
+    banked = set(kept.config_id)
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for i, c in enumerate(chosen):
         if i not in banked:
@@ -134,11 +135,9 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     t0 = time.perf_counter()
     with mp.get_context("spawn").Pool(processes) as pool:
         rows = [r for part in pool.imap_unordered(_train_group, work) for r in part]
-    columns = ["config_id", *CURVE]
-    curves = pd.DataFrame(rows, columns=columns)
+    curves = pd.DataFrame(rows, columns=["config_id", *CURVE])
     if banked:
-        kept = pd.read_parquet(path, columns=columns)
-        curves = pd.concat([kept[kept.config_id.isin(banked)], curves], ignore_index=True)
+        curves = pd.concat([kept[curves.columns], curves], ignore_index=True)
     params = pd.DataFrame(
         [{"config_id": i, **{f"param_{k}": v for k, v in c.items()}} for i, c in enumerate(chosen)]
     )
@@ -153,19 +152,18 @@ def make_bank(task: str, configs: int, processes: int) -> Path:
     return path
 
 
-def _banked(path: Path, chosen: list[dict[str, Any]]) -> set[int]:
-    """Which of `chosen` the bank at `path` holds already: none unless its configurations
-    are the same draws (a bank drawn otherwise is made again)."""
+def _kept(path: Path, chosen: list[dict[str, Any]]) -> Any:
+    """The rows of the bank at `path` for the configurations of `chosen` it holds already:
+    none unless its configurations are the same draws (a bank drawn otherwise is made again)."""
     import pandas as pd
 
-    if not path.exists():
-        return set()
-    bank = pd.read_parquet(path).groupby("config_id").first()
-    held = {i for i in bank.index if i < len(chosen)}
-    for i in held:
-        if any(bank.loc[i, f"param_{k}"] != v for k, v in chosen[i].items()):
-            return set()
-    return held
+    bank = pd.read_parquet(path) if path.exists() else pd.DataFrame({"config_id": []})
+    bank = bank[bank.config_id < len(chosen)]
+    first = bank.groupby("config_id").first()
+    for i, row in first.iterrows():
+        if any(row.get(f"param_{k}") != v for k, v in chosen[i].items()):
+            return bank.iloc[:0]
+    return bank
 
 
 def main() -> None:

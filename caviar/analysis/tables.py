@@ -182,10 +182,20 @@ asha_summary = stopping_summary
 
 _AUDIT_COUNTS = ("reached", "stopped", "stopped_hopeless", "spared_by_noise", "pairs")
 _AUDIT_FLOATS = ("agreement", "reference", "noise")
-_AUDIT_COLUMNS = ("rung", "reached", "stopped", "stopped_hopeless", "spared_by_noise")
-_AUDIT_COLUMNS += ("agreement", "ranked_by")
-_AUDIT_COLUMNS += ("pairs",)
-_AUDIT_COLUMNS += ("reference", "trusted", "noise", "warning")
+_AUDIT_COLUMNS = (
+    "rung",
+    "reached",
+    "stopped",
+    "stopped_hopeless",
+    "spared_by_noise",
+    "agreement",
+    "ranked_by",
+    "pairs",
+    "reference",
+    "trusted",
+    "noise",
+    "warning",
+)
 
 
 def audit(run: Run) -> pd.DataFrame | None:
