@@ -2,20 +2,79 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+import weakref
 from pathlib import Path
 
 import pytest
 import yaml
 
 CAVIAR = [sys.executable, "-m", "caviar.cli"]
+
+# A test still running after this long is stuck (the slowest takes about two minutes here).
+# Nothing fails for it: the worker prints what it is waiting on, so that a CI run that hangs
+# says where instead of running out its clock silently.
+STUCK_AFTER_S = 900
+_running: weakref.WeakSet[CaviarProcess] = weakref.WeakSet()
+_stuck_out = pytest.StashKey()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # stderr as it is before pytest captures a test's output, for the stuck-test report
+    config.stash[_stuck_out] = os.fdopen(os.dup(sys.__stderr__.fileno()), "w")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    timer = threading.Timer(STUCK_AFTER_S, _report_stuck, (item, item.config.stash[_stuck_out]))
+    timer.daemon = True
+    timer.start()
+    try:
+        return (yield)
+    finally:
+        timer.cancel()
+
+
+def _process_tree(root: int) -> str:
+    """`ps` of every process below `root`."""
+    parents: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        parents.setdefault(ppid, []).append(int(entry))
+    below, todo = [], [root]
+    while todo:
+        below += (children := [c for p in todo for c in parents.get(p, [])])
+        todo = children
+    if not below:
+        return "(no processes)"
+    ps = ["ps", "-ww", "-o", "pid,ppid,stat,etime,args", "-p", ",".join(map(str, below))]
+    return subprocess.run(ps, capture_output=True, text=True).stdout
+
+
+def _report_stuck(item: pytest.Item, out) -> None:
+    """Where a stuck test is: its threads' stacks, the processes it started, the tail of the
+    output of each `caviar` it runs."""
+    print(f"\n=== {item.nodeid} still running after {STUCK_AFTER_S} s ===", file=out)
+    print(_process_tree(os.getpid()), file=out)
+    for proc in list(_running):
+        if proc.popen.poll() is None:
+            print(f"--- {proc.out} (pid {proc.popen.pid}), last lines:", file=out)
+            print(proc.output[-4000:], file=out)
+    out.flush()
+    faulthandler.dump_traceback(out, all_threads=True)
 
 
 def caviar_cli(*args: str, cwd=None, env=None, without_ray: bool = False):
@@ -50,6 +109,7 @@ class CaviarProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        _running.add(self)
 
     @property
     def output(self) -> str:
