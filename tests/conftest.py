@@ -182,11 +182,13 @@ def write_spec(tmp_path: Path):
 
 @pytest.fixture
 def private_ray_tmp(monkeypatch: pytest.MonkeyPatch):
-    """Point Ray at a private temp dir (short, for its Unix sockets); nothing is shared."""
+    """Point Ray at a private temp dir (short, for its Unix sockets), removed afterwards;
+    nothing is shared."""
     d = tempfile.mkdtemp(prefix="caviar-ray-", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", d)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 # --- a real multi-node Ray cluster on this machine (cluster/local_cluster.py) ---------------

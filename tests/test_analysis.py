@@ -881,7 +881,10 @@ def _sweep(root: Path, spec: dict, name: str) -> Path:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": ray_tmp}
     (root / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     storage = root / "runs"
-    _caviar("run", f"{name}.yaml", "--storage", str(storage), "--name", name, cwd=root, env=env)
+    try:
+        _caviar("run", f"{name}.yaml", "--storage", str(storage), "--name", name, cwd=root, env=env)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     return storage / name
 
 
