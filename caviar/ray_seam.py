@@ -35,7 +35,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import Searcher as RaySearcher
 
-from caviar import objective, results, schedulers, session
+from caviar import objective, results, schedulers, session, storage
 from caviar.errors import CaviarError
 from caviar.objective import Mode
 from caviar.searchers import Outcome, Searcher
@@ -368,7 +368,7 @@ class ResultLog(JsonLoggerCallback):
     needs the run directory's copy."""
 
     def log_trial_start(self, trial: Any) -> None:
-        if trial.storage.storage_filesystem.type_name != "local":
+        if not storage.is_local(trial.storage.storage_filesystem):
             super().log_trial_start(trial)
             return
         if trial in self._trial_files:

@@ -4,11 +4,13 @@ run directory goes through here, so results land the same way on a laptop and on
 
 from __future__ import annotations
 
+import os
 import posixpath
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from caviar.errors import RunDirError
@@ -81,9 +83,7 @@ class Location:
             with self.fs.open_output_stream(self.path) as f:
                 f.write(data)
             return
-        # A dot name, so directory readers (pandas, pyarrow) skip a write in progress.
-        head, tail = posixpath.split(self.path)
-        tmp = posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp = _temporary(self.path)
         try:
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)
@@ -107,3 +107,131 @@ class Location:
             raise RunDirError(
                 f"--storage: cannot write to {self.uri!r} ({e}); pass a writable path or URI"
             ) from None
+
+
+def _temporary(path: str) -> str:
+    """Where to write `path` until it is whole: a dot name beside it, which directory readers
+    (pandas, pyarrow, Ray's restore) skip."""
+    head, tail = posixpath.split(path)
+    return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
+
+
+def ray_filesystem(run_dir: Location) -> pafs.FileSystem | None:
+    """The filesystem Ray Tune is to write the run directory with: on a local disk, one whose
+    every file replaces the old one only once written whole (`ReplacingLocalHandler`);
+    elsewhere None, for Ray to open the URI itself (an object store's PUT is atomic)."""
+    return pafs.PyFileSystem(ReplacingLocalHandler()) if run_dir.is_local else None
+
+
+def is_local(fs: pafs.FileSystem) -> bool:
+    """Whether `fs` is this machine's disk (pyarrow's, or `ray_filesystem`'s)."""
+    return fs.type_name in ("local", f"py::{ReplacingLocalHandler.TYPE_NAME}")
+
+
+class ReplacingLocalHandler(pafs.FileSystemHandler):
+    """The local disk, where a file written replaces the old one only once whole.
+
+    Ray Tune copies the experiment's state (trial statuses, the searcher's and scheduler's
+    state, every driver session's) over the run directory's copy every few seconds, opening each
+    file for writing (which empties it) and then writing it. A driver killed in that moment
+    left files empty, and `caviar resume` could not restore the sweep: Ray started it again
+    from nothing (seen in tests/test_faults.py's five kills). Written under a temporary name and
+    renamed over the old file, a killed copy leaves the old file as it was."""
+
+    TYPE_NAME = "caviar-local"
+
+    def __init__(self) -> None:
+        self.fs = pafs.LocalFileSystem()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ReplacingLocalHandler)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def get_type_name(self) -> str:
+        return self.TYPE_NAME
+
+    def open_output_stream(self, path: str, metadata: object) -> pa.NativeFile:
+        return pa.PythonFile(_Replacing(path), mode="w")
+
+    def copy_file(self, src: str, dest: str) -> None:
+        tmp = _temporary(dest)
+        self.fs.copy_file(src, tmp)
+        self.fs.move(tmp, dest)
+
+    # The rest as the local disk does it.
+    def normalize_path(self, path: str) -> str:
+        return self.fs.normalize_path(path)
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(paths)
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(selector)
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        self.fs.create_dir(path, recursive=recursive)
+
+    def delete_dir(self, path: str) -> None:
+        self.fs.delete_dir(path)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        self.fs.delete_dir_contents(path, missing_dir_ok=missing_dir_ok)
+
+    def delete_root_dir_contents(self) -> None:
+        self.fs.delete_dir_contents("/", accept_root_dir=True)
+
+    def delete_file(self, path: str) -> None:
+        self.fs.delete_file(path)
+
+    def move(self, src: str, dest: str) -> None:
+        self.fs.move(src, dest)
+
+    def open_input_stream(self, path: str) -> pa.NativeFile:
+        return self.fs.open_input_stream(path)
+
+    def open_input_file(self, path: str) -> pa.NativeFile:
+        return self.fs.open_input_file(path)
+
+    def open_append_stream(self, path: str, metadata: object) -> pa.NativeFile:
+        return self.fs.open_append_stream(path)
+
+
+class _Replacing:
+    """A file object writing `path` under a temporary name, renamed over it on close; a write
+    that failed leaves `path` as it was."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.tmp = path, _temporary(path)
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 (closed by close())
+        self.failed = False
+
+    @property
+    def closed(self) -> bool:
+        return self.file.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.file.tell()
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except BaseException:
+            self.failed = True
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.file.closed:
+            return
+        self.file.close()
+        if self.failed:
+            os.unlink(self.tmp)
+        else:
+            os.replace(self.tmp, self.path)

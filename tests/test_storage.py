@@ -1,9 +1,13 @@
 import os
+import pickle
+import subprocess
+import sys
 
+import pyarrow.fs as pafs
 import pytest
 
 from caviar.errors import RunDirError
-from caviar.storage import Location
+from caviar.storage import Location, is_local, ray_filesystem
 
 
 def test_local_paths_and_file_uris_are_the_same_place(tmp_path):
@@ -23,6 +27,49 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
         loc.write_bytes(bytes([i]) * 10)
     assert loc.read_bytes() == b"\x02" * 10
     assert os.listdir(tmp_path) == ["f.bin"]
+
+
+# Rewrites a file through a filesystem, killed -9 halfway: what Ray Tune's copy of a sweep's
+# state over the run directory's does when the driver is killed at that moment.
+KILLED_MID_WRITE = """
+import os, pickle, signal, sys
+fs, path = pickle.load(sys.stdin.buffer)
+f = fs.open_output_stream(path)
+f.write(b"new, half")
+f.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_a_file_written_by_a_killed_process_is_whole(tmp_path, ours):
+    """pyarrow's local filesystem empties a file it opens for writing, so a process killed
+    mid-write leaves it cut short (seen: `caviar resume` unable to read the searcher's state);
+    the filesystem caviar gives Ray Tune leaves the old file as it was."""
+    fs = ray_filesystem(Location.of(tmp_path)) if ours else pafs.LocalFileSystem()
+    path = str(tmp_path / "searcher-state.pkl")
+    with fs.open_output_stream(path) as f:
+        f.write(b"old, whole")
+    writer = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_WRITE], input=pickle.dumps((fs, path)), check=False
+    )
+    assert writer.returncode == -9
+    with open(path, "rb") as f:
+        assert f.read() == (b"old, whole" if ours else b"new, half")
+
+
+def test_ray_gets_a_local_filesystem_for_a_local_run_dir(tmp_path):
+    fs = ray_filesystem(Location.of(tmp_path))
+    assert is_local(fs) and is_local(pafs.LocalFileSystem())
+    assert pickle.loads(pickle.dumps(fs)) == fs  # Ray sends it to every trial
+    src = tmp_path / "src" / "a" / "b"
+    src.mkdir(parents=True)
+    (src / "c.json").write_text("{}")
+    pafs.copy_files(str(tmp_path / "src"), str(tmp_path / "dst"), destination_filesystem=fs)
+    assert sorted(p.name for p in (tmp_path / "dst").rglob("*")) == ["a", "b", "c.json"]
+    fs.delete_dir(str(tmp_path / "dst"))
+    assert sorted(os.listdir(tmp_path)) == ["src"]
+    assert ray_filesystem(Location.of("mock://x")) is None
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
