@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
+import pickletools
 import platform
 import time
 from collections.abc import Iterator
@@ -43,10 +45,46 @@ def open_existing(run_dir: str) -> Location:
             f"{loc.uri}: not a caviar run directory (no {SPEC_FILE}); pass the "
             "directory `caviar run` printed"
         )
-    for name in loc.names():
-        if name.startswith(".") and name.endswith(".tmp"):
-            loc.fs.delete_file((loc / name).path)
+    for d in (loc, loc / RAY_DIR):
+        for name in d.names():
+            if name.startswith(".") and name.endswith(".tmp"):
+                loc.fs.delete_file((d / name).path)
+    _check_ray_state(loc)
     return loc
+
+
+# What Ray Tune restores a sweep from: the newest file of each kind, by name, as Ray picks it.
+RAY_STATE = ("experiment_state-", "search_gen_state-", "searcher-state-", "callback-states-")
+
+
+def _check_ray_state(loc: Location) -> None:
+    """A state file Ray cannot read makes it start the sweep over from nothing; refuse instead.
+    (caviar's runs write them whole, `storage.ReplacingLocalHandler`; a run directory from
+    before, or copied while being written, may hold one cut short.)"""
+    ray_dir = loc / RAY_DIR
+    names = ray_dir.names()
+    for prefix in RAY_STATE:
+        newest = max((n for n in names if n.startswith(prefix)), default=None)
+        if newest is not None and not _whole(data := (ray_dir / newest).read_bytes(), newest):
+            raise RunDirError(
+                f"{(ray_dir / newest).uri}: cut short ({len(data)} bytes; a driver killed while "
+                "Ray Tune wrote it), and Ray cannot resume the sweep without it. What the sweep "
+                f"recorded is in {loc.uri} (caviar results {loc.uri}); run it again under "
+                "another --name"
+            )
+
+
+def _whole(data: bytes, name: str) -> bool:
+    """Whether a state file is complete: JSON that parses, or a pickle that reaches its end."""
+    try:
+        if name.startswith("experiment_state-"):
+            json.loads(data)
+        else:
+            for _ in pickletools.genops(io.BytesIO(data)):
+                pass
+    except ValueError:
+        return False
+    return bool(data)
 
 
 def has_experiment_state(run_dir: Location) -> bool:

@@ -190,6 +190,30 @@ def test_a_second_driver_on_a_running_sweep_is_refused(write_spec, tmp_path, pri
     assert reported(run_dir) > 0  # the first driver's work is still there
 
 
+def test_a_sweep_state_cut_short_is_refused_before_ray_starts_over(
+    write_spec, tmp_path, private_ray_tmp
+):
+    """Ray Tune, unable to read its newest state file, starts the sweep again from nothing; a
+    resume refuses instead, naming the file, and changes nothing."""
+    from conftest import caviar_cli
+
+    spec = slow_spec(write_spec, tmp_path, budget={"num_samples": 2})
+    proc = CaviarProcess("run", str(spec), "--storage", "runs", "--name", "r", cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    run_dir = tmp_path / "runs" / "r"
+    state = max((run_dir / "ray").glob("search_gen_state-*.json"))
+    state.write_bytes(state.read_bytes()[:40])
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+    out = caviar_cli("resume", str(run_dir), without_ray=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"caviar: error: {state}: cut short (40 bytes; a driver killed while Ray Tune wrote "
+        "it), and Ray cannot resume the sweep without it. What the sweep recorded is in "
+        f"{run_dir} (caviar results {run_dir}); run it again under another --name"
+    )
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
 def test_resume_of_something_that_is_not_a_run_dir_is_refused(tmp_path):
     from conftest import caviar_cli
 
