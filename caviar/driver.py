@@ -23,7 +23,7 @@ from caviar.errors import CaviarError, Interrupted, RunDirError
 from caviar.loader import load_function
 from caviar.searchers import searcher_class
 from caviar.spec import SweepSpec, dump_yaml, parse_spec, parse_yaml, spec_to_dict
-from caviar.storage import Location, ray_filesystem
+from caviar.storage import Location, ray_storage
 
 # Ray Tune warns on every forced experiment snapshot, which per-epoch checkpoints trigger.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -447,12 +447,13 @@ def _sweep(
             # tune.run rather than Tuner: on resume it takes fresh searcher, scheduler and
             # callback objects (whose state Ray then restores), where Tuner.restore would
             # unpickle copies of the first run's, cut off from this driver.
+            storage_path, storage_filesystem = ray_storage(run_dir)
             with _graceful_stop() as signals:
                 analysis = tune.run(
                     make_trainable(spec, search_path, train_fn, broker),
                     name=results.RAY_DIR,
-                    storage_path=run_dir.uri,
-                    storage_filesystem=ray_filesystem(run_dir),
+                    storage_path=storage_path,
+                    storage_filesystem=storage_filesystem,
                     metric=spec.metrics[0],  # what Ray itself reports on: the first metric
                     mode=spec.modes[0],
                     search_alg=search_alg,

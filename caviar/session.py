@@ -130,19 +130,33 @@ class RaySession(Session):
         ckpt = self.ray_checkpoint()  # its epoch file, when it has one, sets last_epoch
         if ckpt is None:
             return None
-        with ckpt.as_directory() as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
+        with _directory(ckpt) as d, open(os.path.join(d, CHECKPOINT_FILE), "rb") as f:
             return Pickled(f.read()) if pickled else self._resumed_from(pickle.load(f))
 
     def ray_checkpoint(self) -> Any:
         """The trial's checkpoint as Ray Tune gives it (for a Ray Tune train function)."""
         ckpt = _ray("tune.get_checkpoint")()
         if ckpt is not None:
-            with ckpt.as_directory() as d:
+            with _directory(ckpt) as d:
                 path = os.path.join(d, EPOCH_FILE)
                 if os.path.exists(path):
                     with open(path) as f:
                         self.last_epoch = int(f.read())
         return ckpt
+
+
+@contextmanager
+def _directory(ckpt: Any) -> Iterator[str]:
+    """A Ray checkpoint's directory, read where it is when it is on this machine's disk. (Ray
+    reads in place only from pyarrow's own local filesystem; from the one caviar writes local
+    run directories with, `storage.ReplacingLocalHandler`, it would copy the checkpoint first.)"""
+    from caviar.storage import is_local
+
+    if is_local(ckpt.filesystem):
+        yield ckpt.path
+    else:
+        with ckpt.as_directory() as d:
+            yield d
 
 
 # --- Ray Tune train functions, unchanged ------------------------------------------------------

@@ -116,15 +116,18 @@ def _temporary(path: str) -> str:
     return posixpath.join(head, f".{tail}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def ray_filesystem(run_dir: Location) -> pafs.FileSystem | None:
-    """The filesystem Ray Tune is to write the run directory with: on a local disk, one whose
-    every file replaces the old one only once written whole (`ReplacingLocalHandler`);
-    elsewhere None, for Ray to open the URI itself (an object store's PUT is atomic)."""
-    return pafs.PyFileSystem(ReplacingLocalHandler()) if run_dir.is_local else None
+def ray_storage(run_dir: Location) -> tuple[str, pafs.FileSystem | None]:
+    """Ray Tune's `storage_path` and `storage_filesystem` for a run directory: on a local disk
+    its path, and a filesystem whose every file replaces the old one only once written whole
+    (`ReplacingLocalHandler`); elsewhere its URI, for Ray to open itself (an object store's PUT
+    is atomic)."""
+    if run_dir.is_local:
+        return run_dir.path, pafs.PyFileSystem(ReplacingLocalHandler())
+    return run_dir.uri, None
 
 
 def is_local(fs: pafs.FileSystem) -> bool:
-    """Whether `fs` is this machine's disk (pyarrow's, or `ray_filesystem`'s)."""
+    """Whether `fs` is this machine's disk (pyarrow's, or `ray_storage`'s)."""
     return fs.type_name in ("local", f"py::{ReplacingLocalHandler.TYPE_NAME}")
 
 

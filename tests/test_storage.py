@@ -7,7 +7,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from caviar.errors import RunDirError
-from caviar.storage import Location, is_local, ray_filesystem
+from caviar.storage import Location, is_local, ray_storage
 
 
 def test_local_paths_and_file_uris_are_the_same_place(tmp_path):
@@ -46,7 +46,7 @@ def test_a_file_written_by_a_killed_process_is_whole(tmp_path, ours):
     """pyarrow's local filesystem empties a file it opens for writing, so a process killed
     mid-write leaves it cut short (seen: `caviar resume` unable to read the searcher's state);
     the filesystem caviar gives Ray Tune leaves the old file as it was."""
-    fs = ray_filesystem(Location.of(tmp_path)) if ours else pafs.LocalFileSystem()
+    fs = ray_storage(Location.of(tmp_path))[1] if ours else pafs.LocalFileSystem()
     path = str(tmp_path / "searcher-state.pkl")
     with fs.open_output_stream(path) as f:
         f.write(b"old, whole")
@@ -59,8 +59,8 @@ def test_a_file_written_by_a_killed_process_is_whole(tmp_path, ours):
 
 
 def test_ray_gets_a_local_filesystem_for_a_local_run_dir(tmp_path):
-    fs = ray_filesystem(Location.of(tmp_path))
-    assert is_local(fs) and is_local(pafs.LocalFileSystem())
+    path, fs = ray_storage(Location.of(f"file://{tmp_path}"))
+    assert path == str(tmp_path) and is_local(fs) and is_local(pafs.LocalFileSystem())
     assert pickle.loads(pickle.dumps(fs)) == fs  # Ray sends it to every trial
     src = tmp_path / "src" / "a" / "b"
     src.mkdir(parents=True)
@@ -69,7 +69,7 @@ def test_ray_gets_a_local_filesystem_for_a_local_run_dir(tmp_path):
     assert sorted(p.name for p in (tmp_path / "dst").rglob("*")) == ["a", "b", "c.json"]
     fs.delete_dir(str(tmp_path / "dst"))
     assert sorted(os.listdir(tmp_path)) == ["src"]
-    assert ray_filesystem(Location.of("mock://x")) is None
+    assert ray_storage(Location.of("mock://x")) == ("mock://x", None)
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes through read-only permissions")
