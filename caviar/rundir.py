@@ -82,9 +82,9 @@ def _whole(data: bytes, name: str) -> bool:
         else:
             for _ in pickletools.genops(io.BytesIO(data)):
                 pass
-    except ValueError:
+    except ValueError:  # an empty file too
         return False
-    return bool(data)
+    return True
 
 
 def has_experiment_state(run_dir: Location) -> bool:

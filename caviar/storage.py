@@ -39,7 +39,7 @@ class Location:
 
     @property
     def is_local(self) -> bool:
-        return self.fs.type_name == "local"
+        return is_local(self.fs)
 
     def __truediv__(self, name: str) -> Location:
         sep = "/" if not self.uri.endswith("/") else ""
