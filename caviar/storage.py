@@ -203,7 +203,11 @@ class ReplacingLocalHandler(pafs.FileSystemHandler):
 
 class _Replacing:
     """A file object writing `path` under a temporary name, renamed over it on close; a write
-    that failed leaves `path` as it was."""
+    that failed, or a copy whose source failed (pyarrow then never closes it), leaves `path`
+    as it was (and the temporary file, a dot name that readers skip). One case it cannot see:
+    Python code that raises between two writes inside ``with fs.open_output_stream(...)``
+    (pyarrow closes the file on the way out, and what was written replaces `path`); Ray
+    Tune's writers through it write once."""
 
     def __init__(self, path: str) -> None:
         self.path, self.tmp = path, _temporary(path)

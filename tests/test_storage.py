@@ -1,13 +1,15 @@
+import io
 import os
 import pickle
 import subprocess
 import sys
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 import pytest
 
 from caviar.errors import RunDirError
-from caviar.storage import Location, is_local, ray_storage
+from caviar.storage import Location, ReplacingLocalHandler, is_local, ray_storage
 
 
 def test_local_paths_and_file_uris_are_the_same_place(tmp_path):
@@ -56,6 +58,44 @@ def test_a_file_written_by_a_killed_process_is_whole(tmp_path, ours):
     assert writer.returncode == -9
     with open(path, "rb") as f:
         assert f.read() == (b"old, whole" if ours else b"new, half")
+
+
+class _FailingReads(ReplacingLocalHandler):
+    """The local disk, whose files fail to read after their first kilobyte (a filesystem of
+    its own, so that copies from it read it rather than ask the destination to copy)."""
+
+    def __eq__(self, other):
+        return type(other) is _FailingReads
+
+    def open_input_stream(self, path):
+        class Half(io.FileIO):
+            def read(self, n=-1):
+                if self.tell() >= 1024:
+                    raise OSError("the disk went away")
+                return super().read(min(n if n >= 0 else 1024, 1024))
+
+        return pa.PythonFile(Half(path), mode="r")
+
+
+@pytest.mark.parametrize("ours", [False, True])
+def test_a_copy_that_fails_halfway_leaves_the_old_file(tmp_path, ours):
+    """Ray Tune syncs state with pyarrow's copy_files; when reading its source fails halfway,
+    the destination is left cut short by pyarrow's filesystem, as it was by caviar's."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "state.json").write_bytes(b"new" * 10_000)
+    (tmp_path / "dst").mkdir()
+    (tmp_path / "dst" / "state.json").write_bytes(b"old, whole")
+    fs = ray_storage(Location.of(tmp_path))[1] if ours else pafs.LocalFileSystem()
+    with pytest.raises(OSError, match="the disk went away"):
+        pafs.copy_files(
+            str(tmp_path / "src"),
+            str(tmp_path / "dst"),
+            source_filesystem=pafs.PyFileSystem(_FailingReads()),
+            destination_filesystem=fs,
+            chunk_size=1024,
+        )
+    written = (tmp_path / "dst" / "state.json").read_bytes()
+    assert written == b"old, whole" if ours else len(written) == 1024
 
 
 def test_ray_gets_a_local_filesystem_for_a_local_run_dir(tmp_path):
