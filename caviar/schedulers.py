@@ -8,6 +8,9 @@ neither Ray nor torch, so `caviar validate` checks a scheduler's options without
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import Field
 
 from caviar.stopping import StoppingOptions, rungs_of
 
@@ -16,16 +19,16 @@ from caviar.stopping import StoppingOptions, rungs_of
 class AshaOptions:
     """Ray Tune's ASHA: stop a trial below the top 1/reduction_factor at a rung."""
 
-    grace_period: int = 1
-    reduction_factor: float = 3.0
-    brackets: int = 1
+    grace_period: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    brackets: Annotated[int, Field(ge=1)] = 1
 
 
 @dataclass(frozen=True)
 class HyperbandOptions:
     """Ray Tune's (synchronous) HyperBand: brackets of successive halving; pauses trials."""
 
-    reduction_factor: float = 3.0
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,8 @@ class MedianOptions:
     """Ray Tune's median stopping rule: stop a trial whose best so far is worse than the
     median of the other trials' running averages at the same epoch."""
 
-    grace_period: int = 1
-    min_samples_required: int = 3
+    grace_period: Annotated[int, Field(ge=0)] = 1
+    min_samples_required: Annotated[int, Field(ge=1)] = 3
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,9 @@ class PbtOptions:
     `quantile_fraction` of trials copy a top trial's checkpoint and hyperparameters, then
     perturb the searched ones (resampling each with `resample_probability`)."""
 
-    perturbation_interval: int = 4
-    quantile_fraction: float = 0.25
-    resample_probability: float = 0.25
+    perturbation_interval: Annotated[int, Field(ge=1)] = 4
+    quantile_fraction: Annotated[float, Field(ge=0, le=0.5)] = 0.25
+    resample_probability: Annotated[float, Field(ge=0, le=1)] = 0.25
 
 
 @dataclass(frozen=True)

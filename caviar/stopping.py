@@ -55,14 +55,15 @@ CONTINUE, STOP = "CONTINUE", "STOP"
 
 @dataclass(frozen=True)
 class StoppingOptions:
-    min_epochs: int = 1
-    reduction_factor: float = 3.0
-    trust: float = 0.5
+    min_epochs: Annotated[int, Field(ge=1)] = 1
+    reduction_factor: Annotated[float, Field(gt=1)] = 3.0
+    trust: Annotated[float, Field(ge=-1, le=1)] = 0.5
     """Rank correlation (Spearman) a rung needs with a later level before it may stop trials
     (and its cut must have kept the trial that did best there)."""
-    min_pairs: int = 6
-    """Trials that must have reached both levels before their agreement counts."""
-    noise_z: float = 0.5
+    min_pairs: Annotated[int, Field(ge=3)] = 6
+    """Trials that must have reached both levels before their agreement counts (at least 3:
+    two trials always rank the same or reversed)."""
+    noise_z: Annotated[float, Field(ge=0)] = 0.5
     """A trial within this many noise standard deviations of the cut goes on."""
     hopeless: Annotated[float, Field(ge=0, lt=1)] = 0.01
     """At a trusted rung a trial also stops when its predicted chance of beating the best
@@ -73,7 +74,7 @@ class StoppingOptions:
     linear-Gaussian prediction at 5% lost up to 0.0055 of the final metric against never
     stopping a trial as hopeless, at 1% at most 0.0018 (1.4 standard errors), saving 5-17% of
     the epochs.)"""
-    window: int = 9
+    window: Annotated[int, Field(ge=0)] = 9
     """The cut is among the last `window` trials that reached the rung (0: all of them): a
     model-based searcher proposes better trials as it learns, and measured against the early
     random ones nearly all of them would pass."""

@@ -106,6 +106,24 @@ def test_yaml_syntax_error_names_the_line(write_spec):
             {"scheduler": {"name": "asha", "grace_period": 10}},
             r"scheduler.grace_period: must be <= train.max_epochs \(4\), found 10",
         ),
+        # A reduction factor of 1 made `caviar plan` list rungs for ever.
+        (
+            {"scheduler": {"name": "caviar", "reduction_factor": 1}},
+            r"scheduler.reduction_factor: expected greater than 1, found 1",
+        ),
+        # Rank correlations are at most 1: a trust of 2 would never stop a trial, silently.
+        (
+            {"scheduler": {"name": "caviar", "trust": 2}},
+            r"scheduler.trust: expected less than or equal to 1, found 2",
+        ),
+        (
+            {"scheduler": {"name": "caviar", "min_pairs": 2}},
+            r"scheduler.min_pairs: expected greater than or equal to 3, found 2",
+        ),
+        (
+            {"scheduler": {"name": "pbt", "quantile_fraction": 0.9}},
+            r"scheduler.quantile_fraction: expected less than or equal to 0.5, found 0.9",
+        ),
         ({"space": {"lr": 0.1, "max_epochs": 3}}, r"space.max_epochs: set it as train.max_epochs"),
         (
             {"train": {"task": "digits", "model": "resnet"}},
