@@ -244,7 +244,8 @@ def parse_domain(raw: Any) -> Domain:
         raise ValueError(f"{kind} needs {shape} as numbers, found {args!r}")
     low, high = args[0], args[1]
     if not low < high:
-        raise ValueError(f"{kind} needs low < high, found low={low} and high={high}; swap them")
+        fix = "swap them" if low > high else f"for a fixed value write the value itself ({low})"
+        raise ValueError(f"{kind} needs low < high, found low={low} and high={high}; {fix}")
     if kind in _INT_FORMS:
         if not all(float(a).is_integer() for a in args):
             raise ValueError(f"{kind} needs integer bounds, found {args!r}; use uniform for floats")

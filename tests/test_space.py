@@ -94,6 +94,10 @@ def test_numeric_domains_share_one_scale(domain):
     "raw, message",
     [
         ({"uniform": [1, 0]}, "needs low < high, found low=1 and high=0; swap them"),
+        (
+            {"uniform": [1, 1]},
+            "needs low < high, found low=1 and high=1; for a fixed value write the value itself \\(1\\)",
+        ),
         ({"uniform": [1, 1]}, "needs low < high"),
         ({"loguniform": [0, 1]}, "log scale and needs low > 0, found low=0"),
         ({"lograndint": [-1, 5]}, "log scale and needs low > 0"),
