@@ -101,13 +101,24 @@ class Agreement:
     ``intercept + slope * value``, off by `spread` (standard deviation, leave-one-out)."""
 
 
-def rungs_of(options: StoppingOptions, max_epochs: int) -> list[float]:
-    """The rungs below max_epochs; max_epochs itself is the last reference."""
-    rungs, rung = [], float(options.min_epochs)
-    while rung < max_epochs - 1e-9:
-        rungs.append(int(rung) if rung.is_integer() else rung)
+def rungs_of(options: StoppingOptions, max_epochs: int) -> list[int]:
+    """The rungs below max_epochs (max_epochs itself is the last reference): at
+    ``min_epochs * reduction_factor**k`` epochs, each the whole epoch at which a trial reaches
+    it (trials report whole epochs: with a factor of 1.5 the rung at 2.25 is epoch 3), without
+    repeats."""
+    rungs: list[int] = []
+    rung = float(options.min_epochs)
+    while (epoch := _whole_epoch(rung)) < max_epochs:
+        if not rungs or epoch > rungs[-1]:
+            rungs.append(epoch)
         rung *= options.reduction_factor
     return rungs
+
+
+def _whole_epoch(epochs: float) -> int:
+    """The first whole epoch at or past `epochs` (a hair over a whole number is that number:
+    1.1**2 is 1.2100000000000002)."""
+    return math.ceil(epochs - 1e-9)
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -446,3 +457,23 @@ class Stopping:
         for k, v in state.items():
             setattr(self, k, v)
         self._memo = {}
+        # Before 2026-12-07 a factor like 1.5 put rungs between whole epochs ("2.25"): a
+        # sweep saved then is resumed on the whole epochs the rungs are reached at.
+        level = {k: str(_whole_epoch(float(k))) for k in (*self.at, *self.spared, *self.hopeless)}
+        if any(k != v for k, v in level.items()):
+            for name in ("at", "ahead"):
+                merged = {str(r): {} for r in (self.levels if name == "at" else self.rungs)}
+                for k, trials in getattr(self, name).items():
+                    if level[k] in merged:  # (a rung reached at max_epochs is no rung now)
+                        merged[level[k]] = trials | merged[level[k]]  # the lowest rung's first
+                setattr(self, name, merged)
+            for name in ("spared", "hopeless"):
+                counts: dict[str, int] = {}
+                for k, n in getattr(self, name).items():
+                    counts[level[k]] = counts.get(level[k], 0) + n
+                setattr(self, name, counts)
+            self.stopped = {t: _whole_epoch(r) for t, r in self.stopped.items()}
+            self.pending = {
+                t: sorted({_whole_epoch(r) for r in p} & set(self.rungs))
+                for t, p in self.pending.items()
+            }

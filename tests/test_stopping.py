@@ -21,6 +21,10 @@ from caviar.stopping import (
 def test_rungs_and_spearman():
     assert rungs_of(StoppingOptions(), 27) == [1, 3, 9]
     assert rungs_of(StoppingOptions(min_epochs=2, reduction_factor=2), 16) == [2, 4, 8]
+    # Rungs are whole epochs, the one each is reached at; a factor near 1 repeats none.
+    assert rungs_of(StoppingOptions(reduction_factor=1.5), 27) == [1, 2, 3, 4, 6, 8, 12, 18, 26]
+    assert rungs_of(StoppingOptions(reduction_factor=1.1), 6) == [1, 2, 3, 4, 5]
+    assert rungs_of(StoppingOptions(reduction_factor=1.01), 27) == list(range(1, 27))
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert spearman([1, 1, 2, 3], [1, 2, 3, 4]) == pytest.approx(0.9487, abs=1e-4)
@@ -248,6 +252,33 @@ def test_state_round_trips_through_pickle():
     fresh.load_state_dict(pickle.loads(pickle.dumps(rule.state_dict())))
     assert fresh.audit() == rule.audit()
     assert fresh.on_result("x", 1, 0.01) == rule.on_result("y", 1, 0.01) == STOP
+
+
+def test_a_state_saved_with_rungs_between_whole_epochs_resumes_on_whole_ones():
+    """Before rungs were whole epochs, a factor of 1.5 recorded values at "1.5", "2.25", ...;
+    such a state restores onto the epochs those rungs were reached at."""
+    options = StoppingOptions(min_pairs=4, reduction_factor=1.5)
+    rule = Stopping("max", 9, options)
+    play(rule, {f"a{i}": agreeing(0.5 + i / 10) for i in range(5)}, 9)
+    assert play(rule, {"low": agreeing(0.1)}, 9) == {"low": 1}
+    state = rule.state_dict()
+    was = dict(
+        zip(
+            ["1", "2", "3", "4", "6", "8"],
+            ["1", "1.5", "2.25", "3.375", "5.0625", "7.59375"],
+            strict=True,
+        )
+    )
+    old = {k: v for k, v in state.items() if k not in ("at", "ahead", "pending", "stopped")}
+    for name in ("at", "ahead", "spared", "hopeless"):
+        old[name] = {was.get(k, k): v for k, v in state[name].items()}
+    old["stopped"] = {t: float(was[str(r)]) for t, r in state["stopped"].items()}
+    old["pending"] = {t: [float(was[str(r)]) for r in p] for t, p in state["pending"].items()}
+    assert any(old["pending"].values())
+    restored = Stopping("max", 9, options)
+    restored.load_state_dict(pickle.loads(pickle.dumps(old)))
+    assert restored.state_dict() == state
+    assert restored.on_result("x", 1, 0.01) == rule.on_result("y", 1, 0.01) == STOP
 
 
 def test_a_warning_when_a_rung_stopped_trials_and_its_agreement_fell_below_trust():
