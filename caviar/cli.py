@@ -232,6 +232,16 @@ def _results(args: argparse.Namespace) -> None:
     _print_results(args.run_dir, top=args.top, as_json=args.json)
 
 
+def _at_least_0(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, found {text!r}")
+    return n
+
+
 def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     import pandas as pd
 
@@ -454,7 +464,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("results", help="the best trials of a run")
     s.add_argument("run_dir")
-    s.add_argument("--top", type=int, default=10)
+    s.add_argument(
+        "--top",
+        type=_at_least_0,
+        default=10,
+        metavar="N",
+        help="the best N trials (default 10; 0: every trial that ranks)",
+    )
     s.add_argument("--json", action="store_true", help="JSON records instead of a table")
     s.set_defaults(func=_results)
 

@@ -863,6 +863,18 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, fake_empty_run, capsys):
     assert "no best trial" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
     assert "no such directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit:  # argparse's own: usage, then the problem
+        cli.main(["results", str(fake_empty_run), "--top", "-1"])
+    assert exit.value.code == 2
+    assert "argument --top: expected a whole number >= 0, found '-1'" in capsys.readouterr().err
+
+
+def test_cli_results_top(fake_run, capsys):
+    assert cli.main(["results", str(fake_run), "--json", "--top", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 2
+    assert cli.main(["results", str(fake_run), "--json", "--top", "0"]) == 0
+    ranked = results.leaderboard(analysis.load(fake_run).trials, "val_acc", "max")
+    assert len(json.loads(capsys.readouterr().out)) == len(ranked) > 2
 
 
 # --- integration: real sweeps ----------------------------------------------------------------
