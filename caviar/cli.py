@@ -468,8 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--top",
         type=_at_least_0,
         default=10,
-        metavar="N",
-        help="the best N trials (default 10; 0: every trial that ranks)",
+        metavar="K",
+        help="the best K trials (default 10; 0: every trial that ranks)",
     )
     s.add_argument("--json", action="store_true", help="JSON records instead of a table")
     s.set_defaults(func=_results)
