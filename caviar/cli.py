@@ -336,13 +336,7 @@ def _run_beside_dashboard(args: argparse.Namespace) -> None:
     from caviar.spec import load_spec
 
     storage = args.storage or load_spec(args.spec).storage or DEFAULT_STORAGE
-    try:
-        dashboard = Background(storage, "127.0.0.1", args.dashboard)
-    except OSError as e:
-        raise CaviarError(
-            f"--dashboard: cannot serve on 127.0.0.1:{args.dashboard} ({e.strerror or e}); "
-            "pass another port"
-        ) from None
+    dashboard = Background(storage, "127.0.0.1", args.dashboard)
     print(f"caviar: dashboard: {dashboard.url}", flush=True)
     try:
         return _run(args)

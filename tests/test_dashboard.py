@@ -203,6 +203,23 @@ def wait_for_url(proc: subprocess.Popen, out: Path) -> str:
     raise AssertionError(f"caviar serve printed no URL:\n{out.read_text()}")
 
 
+@pytest.mark.parametrize("taken", [True, False])
+def test_serve_on_a_port_it_cannot_have_is_a_user_error(root: Path, taken: bool):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1] if taken else 70000
+        proc = subprocess.run(
+            [sys.executable, "-m", "caviar.cli", "serve", str(root), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"caviar: error: --port: cannot serve on 127.0.0.1:{port} (")
+    assert proc.stderr.endswith("); pass another port\n")
+
+
 def test_serve_on_all_interfaces_prints_and_requires_a_token(root: Path, tmp_path: Path):
     port = free_port()
     out = tmp_path / "serve.out"

@@ -28,6 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from caviar.dashboard import data
+from caviar.errors import CaviarError
 from caviar.storage import Location
 
 STATIC = Path(str(resources.files("caviar.dashboard") / "static"))
@@ -244,11 +245,37 @@ def serve(
     token: str | None = None,
     jobs_address: str | None = None,
 ) -> None:
-    """Serve until interrupted; print the URL (with the token) first."""
+    """Serve until interrupted (SIGINT or SIGTERM); print the URL (with the token) once the
+    socket listens. A port that cannot be had (taken, out of range) is the user's error."""
     token = resolve_token(host, token)
     app = make_app(storage, token, jobs_address or "")
-    print(f"caviar dashboard of {app[ROOT].uri}: {url(host, port, token)}", flush=True)
-    web.run_app(app, host=host, port=port, print=None, handle_signals=True)
+    runner = web.AppRunner(app, handle_signals=True)
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(runner.setup())
+        _listen(loop, runner, host, port, "--port")
+        print(f"caviar dashboard of {app[ROOT].uri}: {url(host, port, token)}", flush=True)
+        loop.run_forever()
+    except web.GracefulExit:  # a signal (aiohttp's handler raises it)
+        pass
+    finally:
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def _listen(
+    loop: asyncio.AbstractEventLoop, runner: web.AppRunner, host: str, port: int, option: str
+) -> None:
+    """Start listening; a port that cannot be had (taken, out of range) is the user's error,
+    named by the command-line `option` that chose it."""
+    try:
+        loop.run_until_complete(web.TCPSite(runner, host, port).start())
+    except (OSError, OverflowError) as e:
+        loop.run_until_complete(runner.cleanup())
+        raise CaviarError(
+            f"{option}: cannot serve on {host}:{port} ({getattr(e, 'strerror', None) or e}); "
+            "pass another port"
+        ) from None
 
 
 class Background:
@@ -260,8 +287,7 @@ class Background:
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(make_app(storage, self.token), handle_signals=False)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, host, port)
-        self._loop.run_until_complete(site.start())
+        _listen(self._loop, self._runner, host, port, "--dashboard")
         self._thread = threading.Thread(
             target=self._loop.run_forever, daemon=True, name="caviar-dashboard"
         )
