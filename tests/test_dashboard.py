@@ -583,3 +583,49 @@ def test_live_sweep_in_a_browser_then_stop(write_spec, tmp_path, private_ray_tmp
         for p in procs:
             if p.popen.poll() is None:
                 p.kill()
+
+
+@pytest.mark.integration
+def test_run_with_its_own_dashboard_serves_while_the_sweep_runs(
+    write_spec, tmp_path, private_ray_tmp
+):
+    from conftest import CaviarProcess
+
+    (tmp_path / "slow.py").write_text(SLOW_TRAIN)
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "slow:train", "max_epochs": 6, "fixed": {"sleep": 1.0}},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 2, "max_concurrent": 2},
+        }
+    )
+    port = free_port()
+    env = {**os.environ, "RAY_TMPDIR": str(private_ray_tmp)}
+    sweep = CaviarProcess(
+        "run",
+        str(spec),
+        "--storage",
+        "runs",
+        "--name",
+        "own",
+        "--dashboard",
+        str(port),
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        status = None
+        while status != "running" and sweep.popen.poll() is None:
+            try:
+                sweeps = json.loads(get(f"http://127.0.0.1:{port}/api/sweeps")[1])["sweeps"]
+                status = next((s["status"] for s in sweeps if s["name"] == "own"), None)
+            except (ConnectionError, urllib.error.URLError, KeyError):
+                pass
+            time.sleep(0.2)
+        assert status == "running", sweep.output
+        assert sweep.wait() == 0, sweep.output
+    finally:
+        sweep.kill()
+    assert f"caviar: dashboard: http://127.0.0.1:{port}/\n" in sweep.output
