@@ -468,6 +468,20 @@ def train(config):
 """
 
 
+def slow_sweep(write_spec, tmp_path: Path, max_epochs: int, trials: int) -> Path:
+    """A spec of `trials` trials of SLOW_TRAIN, 2 at a time, each epoch a second."""
+    (tmp_path / "slow.py").write_text(SLOW_TRAIN)
+    return write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "slow:train", "max_epochs": max_epochs, "fixed": {"sleep": 1.0}},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": trials, "max_concurrent": 2},
+        }
+    )
+
+
 def page_points(dom: str) -> int:
     """Curve points drawn by plotly in a dumped DOM (its SVG markers)."""
     return dom.count('class="point"')
@@ -480,16 +494,7 @@ def test_live_sweep_in_a_browser_then_stop(write_spec, tmp_path, private_ray_tmp
 
     from caviar.results import load_trials
 
-    (tmp_path / "slow.py").write_text(SLOW_TRAIN)
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "slow:train", "max_epochs": 8, "fixed": {"sleep": 1.0}},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 4, "max_concurrent": 2},
-        }
-    )
+    spec = slow_sweep(write_spec, tmp_path, max_epochs=8, trials=4)
     storage = tmp_path / "runs"
     port = free_port()
     env = {**os.environ, "RAY_TMPDIR": str(private_ray_tmp)}
@@ -591,16 +596,7 @@ def test_run_with_its_own_dashboard_serves_while_the_sweep_runs(
 ):
     from conftest import CaviarProcess
 
-    (tmp_path / "slow.py").write_text(SLOW_TRAIN)
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "slow:train", "max_epochs": 6, "fixed": {"sleep": 1.0}},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 2, "max_concurrent": 2},
-        }
-    )
+    spec = slow_sweep(write_spec, tmp_path, max_epochs=6, trials=2)
     port = free_port()
     env = {**os.environ, "RAY_TMPDIR": str(private_ray_tmp)}
     sweep = CaviarProcess(
