@@ -80,7 +80,7 @@ class _FailingReads(ReplacingLocalHandler):
 @pytest.mark.parametrize("ours", [False, True])
 def test_a_copy_that_fails_halfway_leaves_the_old_file(tmp_path, ours):
     """Ray Tune syncs state with pyarrow's copy_files; when reading its source fails halfway,
-    the destination is left cut short by pyarrow's filesystem, as it was by caviar's."""
+    pyarrow's filesystem leaves the destination cut short, caviar's leaves it as it was."""
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "state.json").write_bytes(b"new" * 10_000)
     (tmp_path / "dst").mkdir()
