@@ -448,11 +448,17 @@ def from_tune(obj: Any, *, train: str | None = None, name: str | None = None):
     num_samples = getattr(config, "num_samples", None)
     grid_size = math.prod(len(space[g]["choice"]) for g in grid)
     if num_samples is None or num_samples < 1:
-        notes.append(
-            f"budget.num_samples: {DEFAULT_SAMPLES}, caviar's default"
-            + (" (Ray's num_samples -1 ran until time_budget_s)" if num_samples else "")
-        )
-        num_samples = DEFAULT_SAMPLES if not grid else 1
+        if not grid:
+            notes.append(
+                f"budget.num_samples: {DEFAULT_SAMPLES}, caviar's default"
+                + (" (Ray's num_samples -1 ran until time_budget_s)" if num_samples else "")
+            )
+        elif num_samples is not None:
+            notes.append(
+                "budget.num_samples: Ray's num_samples -1 repeated the grid until "
+                "time_budget_s; caviar runs it once"
+            )
+        num_samples = 1 if grid else DEFAULT_SAMPLES  # Ray's default runs a grid once
     if grid:
         num_samples *= grid_size
         searched = [k for k, d in space.items() if "value" not in d]

@@ -581,6 +581,24 @@ def test_grid_search_with_random_domains_samples_the_grid_as_a_choice():
     assert spec["searcher"] == {"name": "grid"} and spec["budget"] == {"num_samples": 6}
 
 
+def test_a_grid_without_num_samples_runs_once_as_ray_does_and_the_notes_say_so():
+    """Ray runs a grid once by default; the notes must not claim caviar's default of 20."""
+    spec, notes = from_tune({"lr": {"grid_search": [0.1, 0.01]}, "depth": 2})
+    assert spec["budget"] == {"num_samples": 2}
+    assert not any(n.startswith("budget.num_samples") for n in notes), notes
+
+
+@ray_lane
+def test_a_grid_repeated_until_a_time_budget_runs_once_and_the_notes_say_so():
+    from ray import tune
+
+    config = tune.TuneConfig(metric="loss", mode="min", num_samples=-1, time_budget_s=60)
+    spec, notes = from_tune((config, {"a": tune.grid_search([1, 2]), "b": tune.uniform(0, 1)}))
+    assert spec["budget"]["num_samples"] == 2
+    (note,) = [n for n in notes if n.startswith("budget.num_samples")]
+    assert "repeated the grid until time_budget_s; caviar runs it once" in note
+
+
 @ray_lane
 def test_tune_config_schedulers_and_search_algorithms():
     from ray import tune
