@@ -266,6 +266,15 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
             f"caviar.report: the sweep's metric '{s.metric}' must be a number, found "
             f"{value!r} ({type(value).__name__}) at epoch {epoch}; report it as a float"
         )
+    if s.metric is not None and s.reported and epoch <= s.last_epoch:
+        # Within one run of the train function epochs go up; only a restored trial replays.
+        final = metrics.get(FINAL) and epoch == s.last_epoch  # a returned dict: the last word
+        if not final:
+            raise ReportError(
+                f"caviar.report: epoch {epoch} reported after epoch {s.last_epoch}; the later "
+                "report would replace the earlier ones at that epoch and after: report each "
+                "epoch once, in order, with all its metrics in one dict"
+            )
     diverged = bool(metrics.get("diverged")) or (
         isinstance(value, (int, float)) and not math.isfinite(value)
     )

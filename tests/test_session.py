@@ -37,6 +37,34 @@ def test_epoch_is_required_and_integer():
     assert run(lambda c: caviar.report({"epoch": 2.0, "score": 1.0}))[0]["epoch"] == 2
 
 
+def test_epochs_go_up_within_a_run_and_a_returned_dict_may_restate_the_last():
+    """A second report of an epoch would replace the first in the history: refused."""
+
+    def twice(config):
+        caviar.report({"epoch": 1, "score": 0.5, "train_loss": 1.0})
+        caviar.report({"epoch": 1, "score": 0.5, "val_loss": 1.2})
+
+    with pytest.raises(session.ReportError, match="epoch 1 reported after epoch 1; the later"):
+        run(twice)
+    with pytest.raises(session.ReportError, match="epoch 1 reported after epoch 2"):
+        run(lambda c: [caviar.report({"epoch": e, "score": 1.0}) for e in (1, 2, 1)])
+
+    def returns_the_last(config):
+        caviar.report({"epoch": 1, "score": 0.5})
+        return {"epoch": 1, "score": 0.5, "test_score": 0.4}
+
+    assert run(returns_the_last)[-1]["test_score"] == 0.4
+    # A resumed trial replays from its checkpoint's epoch: its first report may go back.
+    s = session.Session("score", checkpoint={"epoch": 3})
+    session.run(
+        lambda c: caviar.get_checkpoint() and caviar.report({"epoch": 2, "score": 1}), {}, s
+    )
+    assert s.results[-1]["epoch"] == 2
+    # Outside a sweep (a notebook), a rerun loop starts again from epoch 1.
+    caviar.report({"epoch": 1, "loss": 0.3})
+    caviar.report({"epoch": 1, "loss": 0.2})
+
+
 def test_missing_metric_names_the_fix():
     with pytest.raises(
         session.ReportError,
