@@ -28,6 +28,10 @@ def resolve(spec_name: str, storage: str | None, name: str | None) -> Location:
     return Location.of(storage or DEFAULT_STORAGE) / name
 
 
+def no_such_directory(loc: Location) -> str:
+    return f"{loc.uri}: no such directory; pass the run directory that `caviar run` printed"
+
+
 def check_new(run_dir: Location) -> None:
     if run_dir.is_nonempty_dir():
         raise RunDirError(
@@ -40,6 +44,8 @@ def open_existing(run_dir: str) -> Location:
     """A run directory to resume: checked, with the half-written tables of a driver killed
     mid-write removed."""
     loc = Location.of(run_dir)
+    if not loc.exists():
+        raise RunDirError(no_such_directory(loc))
     if not (loc / SPEC_FILE).is_file():
         raise RunDirError(
             f"{loc.uri}: not a caviar run directory (no {SPEC_FILE}); pass the "

@@ -223,6 +223,12 @@ def test_resume_of_something_that_is_not_a_run_dir_is_refused(tmp_path):
         f"caviar: error: {tmp_path}: not a caviar run directory (no spec.yaml); pass the "
         "directory `caviar run` printed"
     )
+    out = caviar_cli("resume", str(tmp_path / "typo"), without_ray=True)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"caviar: error: {tmp_path / 'typo'}: no such directory; pass the run directory that "
+        "`caviar run` printed"
+    )
 
 
 def test_killing_a_worker_nodes_raylet_loses_no_trial(write_spec, tmp_path, local_cluster_module):

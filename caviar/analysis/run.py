@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from caviar import objective, results, schedulers
+from caviar import objective, results, rundir, schedulers
 from caviar.errors import RunDirError
 from caviar.objective import Mode
 from caviar.space import Domain, Fixed, parse_space
@@ -129,7 +129,7 @@ def load(run_dir: str | Path | Location) -> Run:
 
 def _no_results_message(loc: Location) -> str:
     if not loc.exists():
-        return f"{loc.uri}: no such directory; pass the run directory that `caviar run` printed"
+        return rundir.no_such_directory(loc)
     if (loc / results.SPEC_FILE).is_file():
         return (
             f"{loc.uri}: no results yet (no {results.TRIALS_FILE}): the sweep is still running "
