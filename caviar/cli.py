@@ -245,6 +245,7 @@ def _at_least_0(text: str) -> int:
 def _print_results(run_dir: str, top: int, as_json: bool) -> None:
     import pandas as pd
 
+    from caviar import objective
     from caviar.analysis import read_spec
     from caviar.results import board_columns, leaderboard, load_trials
     from caviar.storage import Location
@@ -260,10 +261,16 @@ def _print_results(run_dir: str, top: int, as_json: bool) -> None:
         return
     counts = trials["status"].value_counts().to_dict()
     print(f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    cols = board_columns(board, metric)
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
-        print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    if board.empty:
+        named = " and ".join(objective.as_tuple(metric))
+        print(
+            f"no trial to rank: none has reported {named} (errored and diverged trials do not rank)"
+        )
+    else:
+        cols = board_columns(board, metric)
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            shown = board[cols].rename(columns=lambda c: c.removeprefix("param_"))
+            print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     from caviar import analysis
 
     if audit := analysis.audit_text(analysis.load(run_dir)):

@@ -859,6 +859,9 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, fake_empty_run, capsys):
         f"caviar: error: {tmp_path / 'nope'}: no such directory; pass the run directory that "
         "`caviar run` printed\n"
     )
+    assert cli.main(["results", str(fake_empty_run)]) == 0  # says so, not pandas' repr
+    out = capsys.readouterr().out
+    assert "no trial to rank: none has reported val_acc" in out and "Empty DataFrame" not in out
     assert cli.main(["best", str(fake_empty_run)]) == 2
     assert "no best trial" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
