@@ -197,7 +197,30 @@ class SweepSpec:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-4 (no dot) as a float, as YAML 1.2 and every user does."""
+    """SafeLoader that reads 1e-4 (no dot) as a float, as YAML 1.2 and every user does, and
+    refuses a key given twice in one mapping (YAML forbids it; PyYAML keeps the last
+    silently, and a second `space:` would drop the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` may override: not a repeat
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = key in first
+            except TypeError:  # an unhashable key: SafeLoader's own error follows
+                continue
+            if seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"{key!r} is given twice in one mapping (first at line {first[key]}), and "
+                    "only the last would count; keep one",
+                    key_node.start_mark,
+                )
+            first[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -224,7 +247,8 @@ def read_yaml(path: str | Path) -> Any:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{path}{where}: YAML syntax error: {problem}") from None
+        kind = "YAML" if isinstance(e, yaml.constructor.ConstructorError) else "YAML syntax error"
+        raise SpecError(f"{path}{where}: {kind}: {problem}") from None
 
 
 def parse_yaml(text: str) -> Any:

@@ -56,6 +56,34 @@ def test_yaml_syntax_error_names_the_line(write_spec):
 
 
 @pytest.mark.parametrize(
+    "text, where, key, first",
+    [
+        (
+            "name: x\nspace: {lr: {uniform: [0, 1]}}\nspace: {wd: {uniform: [0, 1]}}\n",
+            "3:1",
+            "space",
+            2,
+        ),
+        ("name: x\nspace: {lr: {uniform: [0, 1]}, lr: {uniform: [0, 2]}}\n", "2:32", "lr", 2),
+    ],
+    ids=["top-level", "in a flow mapping"],
+)
+def test_a_key_given_twice_is_refused_not_silently_dropped(write_spec, text, where, key, first):
+    with pytest.raises(SpecError) as e:
+        load_spec(write_spec(text=text))
+    assert str(e.value).endswith(
+        f"spec.yaml:{where}: YAML: {key!r} is given twice in one mapping (first at line {first}), "
+        "and only the last would count; keep one"
+    )
+
+
+def test_a_merge_key_may_be_overridden(write_spec):
+    """`<<: *base` then a key of the base: YAML's override, not a repeat."""
+    text = "b: &b {lr: {uniform: [0, 1]}}\nspace: {<<: *b, lr: {uniform: [0, 2]}}\n"
+    assert read_yaml(write_spec(text=text))["space"] == {"lr": {"uniform": [0, 2]}}
+
+
+@pytest.mark.parametrize(
     "updates, message",
     [
         (
