@@ -220,6 +220,21 @@ def test_coarse_to_fine_waits_for_the_round_to_end():
     assert searcher.suggest("c") is not None and searcher.round_of("c") == 1
 
 
+def test_coarse_to_fine_learns_from_a_trial_once_when_it_completes_twice():
+    """Seen in the five-kills test: Ray's last snapshot before a kill held the searcher with a
+    trial ended and the trial itself running, so the resumed sweep ran it again. Its second
+    end is not learned again (it raised KeyError in the driver, at every resume)."""
+    searcher = CoarseToFineSearcher(C2F_SPACE, "f", "max", 4, options=CoarseToFineOptions(rounds=2))
+    assert searcher.suggest("a") and searcher.suggest("b")
+    searcher.on_trial_complete("a", Outcome("completed", 1.0, 1.0, 1))
+    restored = CoarseToFineSearcher(C2F_SPACE, "f", "max", 4, options=CoarseToFineOptions(rounds=2))
+    restored.load_state_dict(searcher.state_dict())
+    restored.on_trial_complete("a", Outcome("completed", 0.9, 1.0, 1))
+    assert [d[0] for d in restored.done] == ["a"] and restored.round_of("a") == 0
+    restored.on_trial_complete("b", Outcome("completed", 0.5, 0.5, 1))
+    assert restored.suggest("c") is not None and restored.round_of("c") == 1
+
+
 @pytest.mark.parametrize(
     "searcher, message",
     [

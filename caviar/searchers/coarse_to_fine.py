@@ -191,7 +191,10 @@ class CoarseToFineSearcher(Searcher):
         return config
 
     def on_trial_complete(self, trial_id: str, outcome: Outcome) -> None:
-        if trial_id not in self.rounds:
+        # Not suggested here, or learned from already: a resumed sweep can rerun a trial whose
+        # end the searcher's saved state holds (seen after a driver was killed: Ray had saved
+        # the searcher with the trial ended and the trial itself still running).
+        if trial_id not in self.configs:
             return
         r = self.rounds[trial_id]
         self.done.append((trial_id, r, self.configs.pop(trial_id), outcome))
