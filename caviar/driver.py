@@ -243,11 +243,11 @@ def _graceful_stop() -> Iterator[list[int]]:
         return
 
     def handler(signum: int, frame: Any) -> None:
+        from caviar.ray_seam import end_tune_loop
+
         received.append(signum)
-        if len(received) == 1 and callable(signal.getsignal(signal.SIGUSR1)):
-            os.kill(os.getpid(), signal.SIGUSR1)  # Tune's loop is running: end it
-        else:  # a second signal, or Tune's loop has not started: stop now
-            raise KeyboardInterrupt
+        if len(received) > 1 or not end_tune_loop():
+            raise KeyboardInterrupt  # a second signal, or Tune's loop has not started: now
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.getsignal(signal.SIGUSR1)
@@ -481,8 +481,8 @@ def _sweep(
             # The tables come from the experiment's trials: stray trial folders (from a
             # driver that died between snapshots) are left out.
             status = {t.trial_id: t.status for t in analysis.trials}
-            if signals:
-                status.update(dict.fromkeys(progress.in_flight, "RUNNING"))
+            if signals or abort.reason:  # trials caught pending or running are unfinished
+                status.update(dict.fromkeys(progress.unended, "RUNNING"))
             recorder.write(seam.ray_trials(analysis.trials, status))
         finally:
             if broker is not None:
@@ -497,5 +497,8 @@ def _sweep(
     except (CaviarError, OSError) as e:
         print(f"caviar: {run_dir.uri} not added to the catalog: {e}", file=sys.stderr)
     if abort.reason:
-        raise CaviarError([abort.reason, f"the sweep was stopped; what ran is in {run_dir.uri}"])
+        stopped = f"the sweep was stopped; what ran is in {run_dir.uri}"
+        if abort.resumable:
+            stopped += f"; fix the train function, then continue with: caviar resume {run_dir.uri}"
+        raise CaviarError([abort.reason, stopped])
     return run_dir.uri

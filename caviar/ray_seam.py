@@ -12,8 +12,10 @@ import math
 import os
 import pickle
 import re
+import signal
 import statistics
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
@@ -458,25 +460,43 @@ def trackers(spec: SweepSpec, run_dir: Location) -> list[Callback]:
 # --- stopping the sweep or a trial ------------------------------------------------------------
 
 
+def end_tune_loop() -> bool:
+    """End the running `tune.run` as its own stop signal (SIGUSR1) does: Tune saves the
+    experiment state with the running trials unfinished and its searcher not finished, and
+    returns; `caviar resume` goes on from there. False where Tune's loop took no signal
+    (`tune.run` off the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if not callable(signal.getsignal(signal.SIGUSR1)):
+        return False
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return True
+
+
 class Abort(Stopper):
     """Stops the whole sweep when a trial misuses `caviar.report` (the sweep's metric missing,
     no epoch): every other trial would fail the same way, so the budget is not spent on them.
-    The misuse is recognised by the exception's type (`session.ReportError`)."""
+    The misuse is recognised by the exception's type (`session.ReportError`). The sweep ends
+    resumably (`end_tune_loop`), so that once the function is fixed `caviar resume` runs the
+    trials not yet run; only where that cannot be done does `stop_all` end it, which marks
+    Tune's searcher finished for good."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.resumable = False
 
     def check(self, error: BaseException | None) -> None:
         cause = getattr(error, "cause", error)  # Ray wraps the trial's exception
         if self.reason is None and isinstance(cause, session.ReportError):
             message = str(cause).removeprefix("caviar.report:").strip()
             self.reason = f"train.function: {message}"
+            self.resumable = end_tune_loop()
 
     def __call__(self, trial_id: str, result: dict) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self.reason is not None
+        return self.reason is not None and not self.resumable
 
 
 def trial_exception(trial: Any) -> BaseException | None:
@@ -775,9 +795,11 @@ class Progress(Callback):
         self.done = self.stopped_early = self.done_before = 0
         self.best: float | None = None
         self.started = clock()
-        # Started and not ended: Ray marks them TERMINATED when an interrupted sweep shuts
-        # down, but they are unfinished (and a resume continues them).
-        self.in_flight: set[str] = set()
+        self.in_flight: set[str] = set()  # started and not ended
+        # Not ended (pending, running, paused) when Tune's loop last stepped: Ray marks them
+        # TERMINATED when an interrupted sweep shuts down, but they are unfinished (and a
+        # resume runs them).
+        self.unended: list[str] = []
         self.live = Live(live) if live is not None else None
         self.redraw_s, self.drawn_at = redraw_s, -math.inf
         self.latest: dict[str, dict] = {}  # each running trial's last result
@@ -800,6 +822,10 @@ class Progress(Callback):
         ended = self.done - self.done_before
         return elapsed / ended * (self.total - self.done) if ended else None
 
+    def running(self, trials: list) -> list:
+        # A trial that has just ended is still RUNNING in Ray's list.
+        return [t for t in trials if t.status == "RUNNING" and t.trial_id in self.in_flight]
+
     def line(self, trials: list, trial: Any, status: str, error: str = "") -> str:
         self.done += 1
         self.stopped_early += status == "early_stopped"
@@ -808,7 +834,7 @@ class Progress(Callback):
         if status in objective.HEALTHY and isinstance(value, (int, float)):
             self.best = objective.best([self.best, value], self.mode)
         elapsed = self.clock() - self.started
-        running = sum(t.status == "RUNNING" for t in trials)
+        running = len(self.running(trials))
         eta = self.eta(elapsed) or 0.0
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "-"
         if error:
@@ -824,8 +850,7 @@ class Progress(Callback):
         """The live display: the counts, the best so far, the ETA, then each running trial
         with its epoch and last value."""
         elapsed = self.clock() - self.started
-        # A trial that has just ended is still RUNNING in Ray's list.
-        running = [t for t in self.trials if t.status == "RUNNING" and t.trial_id in self.in_flight]
+        running = self.running(self.trials)
         eta = self.eta(elapsed)
         best = f"{self.best:.4g}" if self.best is not None else "-"
         lines = [
@@ -871,6 +896,7 @@ class Progress(Callback):
         self.redraw(trials)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.unended = [t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")]
         self.redraw(trials)  # the clock and the ETA move on
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

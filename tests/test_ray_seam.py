@@ -3,6 +3,7 @@ These tests import Ray Tune, so they run in the integration lane."""
 
 import json
 import pickle
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,8 +147,23 @@ def test_abort_stops_the_sweep_on_a_report_error_by_its_type():
     wrapped = type("RayTaskError", (Exception,), {})()
     wrapped.cause = ReportError("caviar.report: the sweep's metric 'acc' is missing")
     abort.check(wrapped)
-    assert abort.stop_all()
+    assert abort.stop_all()  # no Tune loop to end here: Tune's stop_all it is
     assert abort.reason == "train.function: the sweep's metric 'acc' is missing"
+    assert not abort.resumable
+
+
+def test_abort_ends_tune_loop_as_its_stop_signal_does_so_that_resume_goes_on():
+    """Tune's stop_all would mark its searcher finished in the saved state, and a resume
+    would then run none of the trials left; its SIGUSR1 handler ends the loop resumably."""
+    received = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: received.append(signum))
+    try:
+        abort = seam.Abort()
+        abort.check(ReportError("caviar.report: metrics need an integer 'epoch'"))
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert received == [signal.SIGUSR1]
+    assert abort.resumable and not abort.stop_all() and abort.reason
 
 
 def test_trial_exception_reads_rays_pickled_error(tmp_path):
@@ -242,6 +258,13 @@ def test_progress_lines_count_and_track_the_best(capsys, tmp_path):
     assert "trial b early_stopped at epoch 3: acc=0.9  best 0.9" in lines[1]
     assert "trial c error at epoch 1: acc=0.99 (ValueError)  best 0.9" in lines[2]
     assert writes == [3, 3, 3] and progress.get_state()["best"] == 0.9
+    # Ray calls on_trial_complete while the trial is still RUNNING in its list: not counted.
+    d, e = FakeTrial("d"), FakeTrial("e")
+    for t in (d, e):
+        progress.on_trial_start(0, [d, e], t)
+    d.last_result = {"epoch": 9, "acc": 0.5}
+    progress.on_trial_complete(0, [d, e], d)
+    assert "1 running" in capsys.readouterr().out
 
 
 def test_progress_on_a_terminal_redraws_a_live_display_under_the_lines(tmp_path):

@@ -176,7 +176,45 @@ def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
     ) in out.stderr
     trials = pd.read_parquet(tmp_path / "runs" / "r" / "trials.parquet")
     assert 1 <= len(trials) <= 4 and "error" in set(trials["status"])
-    assert set(trials["status"]) <= {"error", "early_stopped"}  # the others were stopped
+    assert set(trials["status"]) <= {"error", "unfinished"}  # the others were stopped
+
+
+def test_a_sweep_stopped_by_a_bad_report_resumes_once_the_function_is_fixed(
+    write_spec, tmp_path, private_ray_tmp
+):
+    """The stop must not end Ray's searcher for good: resume runs the trials not yet run."""
+    (tmp_path / "fixable.py").write_text(
+        "import os, caviar\n"
+        "def train(config):\n"
+        "    for epoch in range(1, 3):\n"
+        "        fixed = os.path.exists(os.path.join(os.path.dirname(__file__), 'fixed'))\n"
+        "        caviar.report({'epoch': epoch, 'score': config['x']} if fixed else {})\n"
+    )
+    spec = write_spec(
+        {
+            "metric": "score",
+            "train": {"function": "fixable:train", "max_epochs": 2},
+            "space": {"x": {"uniform": [0, 1]}},
+            "scheduler": {"name": "fifo"},
+            "budget": {"num_samples": 6, "max_concurrent": 2},
+        }
+    )
+    run_dir = tmp_path / "runs" / "r"
+    out = caviar_cli(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+    assert out.returncode == 2, out.stderr
+    assert f"fix the train function, then continue with: caviar resume {run_dir}" in out.stderr
+    first = pd.read_parquet(run_dir / "trials.parquet")
+    assert 1 <= len(first) <= 2 and set(first.status) <= {"error", "unfinished"}, first.status
+    (tmp_path / "fixed").touch()
+    out = caviar_cli("resume", str(run_dir), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("trial_id")
+    assert len(trials) == 6
+    errored = first.trial_id[first.status == "error"]
+    assert (trials.status[errored] == "error").all()  # Ray does not rerun an errored trial
+    assert (trials.status.drop(errored) == "completed").all(), trials.status
 
 
 def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private_ray_tmp):
