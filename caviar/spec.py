@@ -737,6 +737,9 @@ def _explain(err: Mapping[str, Any], prefix: tuple = (), cls: type = SweepSpec) 
             f"name: expected letters, digits, '_', '.' or '-' (it names the run directory), "
             f"found {found!r}"
         )
+    if kind == "dataclass_type":  # pydantic: "a dictionary or an instance of BudgetSpec"
+        valid = _field_names(cls, loc)
+        return f"{path}: expected a mapping of {', '.join(valid)}, found {found!r}"
     msg = err["msg"].replace("Input should be", "expected").replace("Value error, ", "")
     return f"{path}: {msg}, found {found!r}"
 

@@ -92,6 +92,11 @@ def test_a_merge_key_may_be_overridden(write_spec):
         ),
         ({"budgett": {}}, r"budgett: unknown key; did you mean 'budget'\?"),
         (
+            {"budget": 5},  # pydantic said "a dictionary or an instance of BudgetSpec"
+            r"budget: expected a mapping of num_samples, max_concurrent, time_budget_s, "
+            r"trial_time_s, found 5",
+        ),
+        (
             {"budget": {"num_samples": 0}},
             r"budget.num_samples: expected greater than or equal to 1, found 0",
         ),
