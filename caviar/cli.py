@@ -143,6 +143,11 @@ def _plan(args: argparse.Namespace) -> None:
         print(f"probing {what} epoch time ...", flush=True)
         seconds = plan.probe(spec)
     print(plan.make_plan(spec, plan.local_concurrency(spec), seconds).text())
+    if args.probe and not spec.train.task:
+        print(
+            "  wall time: not estimated; the probe times the built-in train function only, and "
+            f"{spec.train.function} is not run before the sweep"
+        )
 
 
 def _run(args: argparse.Namespace) -> None:

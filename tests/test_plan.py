@@ -69,6 +69,16 @@ def test_cli_plan_without_probe():
     assert "scheduler asha" in out.stdout and "expected total:" in out.stdout
 
 
+def test_cli_plan_of_a_function_of_your_own_says_why_it_gives_no_wall_time(write_spec, tmp_path):
+    path = write_spec({"train": {"function": "mytrain:train", "max_epochs": 3}})
+    out = caviar_cli("plan", str(path), cwd=tmp_path, without_ray=True)
+    assert out.returncode == 0, out.stderr
+    assert (
+        "wall time: not estimated; the probe times the built-in train function only, and "
+        "mytrain:train is not run before the sweep"
+    ) in out.stdout
+
+
 def test_a_fused_plan_probes_a_whole_group_and_counts_its_members():
     fused = spec(resources={"cpu": 1, "gpu": 0, "fuse": 4}, budget={"num_samples": 60})
     seconds = plan.probe(fused)
