@@ -32,6 +32,16 @@ def run_sweep(spec_path, tmp_path, private_ray_tmp, storage=None):
     )
 
 
+def function_spec(write_spec, tmp_path, source, train=None, **spec):
+    """A spec whose train function is `source` (the module fn.py in tmp_path): metric score,
+    x uniform in [0, 1] unless `spec` says otherwise, and `train`'s keys beside the function."""
+    (tmp_path / "fn.py").write_text(textwrap.dedent(source))
+    train = {"function": "fn:train", **(train or {})}
+    return write_spec(
+        {"metric": "score", "space": {"x": {"uniform": [0, 1]}}, "train": train, **spec}
+    )
+
+
 def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
     run_dir, trials, history = run_sweep(write_spec(), tmp_path, private_ray_tmp)
     assert len(trials) == 8 and trials["trial_id"].is_unique
@@ -87,8 +97,10 @@ def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, privat
 
 
 def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
-    (tmp_path / "objective.py").write_text(
-        textwrap.dedent("""
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        """
         import math
         import caviar
 
@@ -99,16 +111,10 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
                     raise ValueError(f"bad x {x}")
                 score = math.nan if (x < 0.5 and epoch == 3) else x * epoch
                 caviar.report({"epoch": epoch, "score": score}, checkpoint={"epoch": epoch})
-    """)
-    )
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "objective:train", "max_epochs": 4},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 12},
-        }
+    """,
+        train={"max_epochs": 4},
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 12},
     )
     _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
     x = trials["param_x"]
@@ -152,19 +158,15 @@ def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path,
 def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
     write_spec, tmp_path, private_ray_tmp
 ):
-    (tmp_path / "nometric.py").write_text(
+    spec = function_spec(
+        write_spec,
+        tmp_path,
         "import caviar\n"
         "def train(config):\n"
         "    for epoch in range(1, 4):\n"
-        "        caviar.report({'epoch': epoch, 'accuracy': config['x']})\n"
-    )
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "nometric:train", "max_epochs": 3},
-            "space": {"x": {"uniform": [0, 1]}},
-            "budget": {"num_samples": 40},
-        }
+        "        caviar.report({'epoch': epoch, 'accuracy': config['x']})\n",
+        train={"max_epochs": 3},
+        budget={"num_samples": 40},
     )
     out = caviar_cli(
         "run", str(spec), "--storage", str(tmp_path / "runs"), "--name", "r", cwd=tmp_path
@@ -183,21 +185,17 @@ def test_a_sweep_stopped_by_a_bad_report_resumes_once_the_function_is_fixed(
     write_spec, tmp_path, private_ray_tmp
 ):
     """The stop must not end Ray's searcher for good: resume runs the trials not yet run."""
-    (tmp_path / "fixable.py").write_text(
+    spec = function_spec(
+        write_spec,
+        tmp_path,
         "import os, caviar\n"
         "def train(config):\n"
         "    for epoch in range(1, 3):\n"
         "        fixed = os.path.exists(os.path.join(os.path.dirname(__file__), 'fixed'))\n"
-        "        caviar.report({'epoch': epoch, 'score': config['x']} if fixed else {})\n"
-    )
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "fixable:train", "max_epochs": 2},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 6, "max_concurrent": 2},
-        }
+        "        caviar.report({'epoch': epoch, 'score': config['x']} if fixed else {})\n",
+        train={"max_epochs": 2},
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 6, "max_concurrent": 2},
     )
     run_dir = tmp_path / "runs" / "r"
     out = caviar_cli(
@@ -220,21 +218,17 @@ def test_a_sweep_stopped_by_a_bad_report_resumes_once_the_function_is_fixed(
 def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private_ray_tmp):
     import time
 
-    (tmp_path / "slow.py").write_text(
+    spec = function_spec(
+        write_spec,
+        tmp_path,
         "import time, caviar\n"
         "def train(config):\n"
         "    for epoch in range(1, config['max_epochs'] + 1):\n"
         "        time.sleep(1.0)\n"
-        "        caviar.report({'epoch': epoch, 'score': config['x']})\n"
-    )
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "slow:train", "max_epochs": 2},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 8, "max_concurrent": 2},
-        }
+        "        caviar.report({'epoch': epoch, 'score': config['x']})\n",
+        train={"max_epochs": 2},
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 8, "max_concurrent": 2},
     )
     proc = subprocess.Popen(
         [*CAVIAR, "run", str(spec), "--storage", str(tmp_path / "runs"), "--name", "r"],
@@ -254,8 +248,10 @@ def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private
 
 
 def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_path, private_ray_tmp):
-    (tmp_path / "flaky.py").write_text(
-        textwrap.dedent("""
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        """
         import os
         import caviar
 
@@ -271,17 +267,11 @@ def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_pat
                     raise RuntimeError("permanent fault")  # every time
                 caviar.report({"epoch": epoch, "score": config["x"], "start": start},
                               checkpoint={"epoch": epoch})
-    """)
-    )
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "flaky:train", "max_epochs": 3, "fixed": {"dir": str(tmp_path)}},
-            "space": {"x": {"uniform": [0, 1]}},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 10},
-            "max_failures": 2,
-        }
+    """,
+        train={"max_epochs": 3, "fixed": {"dir": str(tmp_path)}},
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 10},
+        max_failures=2,
     )
     _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
     x = trials.set_index("trial_id")["param_x"]
@@ -354,17 +344,16 @@ def train(config):
 def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
     write_spec, tmp_path, private_ray_tmp
 ):
-    (tmp_path / "hangs.py").write_text(HANGS_AFTER_TWO_EPOCHS)
-    spec = write_spec(
-        {
-            "metric": "score",
-            "train": {"function": "hangs:train", "max_epochs": 3},
-            "space": {"x": {"choice": [0.1, 0.9, 0.2]}},
-            "searcher": {"name": "grid"},
-            "scheduler": {"name": "fifo"},
-            "budget": {"num_samples": 3, "max_concurrent": 3},
-            "watchdog": {"factor": 10, "min_s": 3},
-        }
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        HANGS_AFTER_TWO_EPOCHS,
+        train={"max_epochs": 3},
+        space={"x": {"choice": [0.1, 0.9, 0.2]}},
+        searcher={"name": "grid"},
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 3, "max_concurrent": 3},
+        watchdog={"factor": 10, "min_s": 3},
     )
     _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
     by_x = trials.set_index("param_x")
