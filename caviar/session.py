@@ -250,10 +250,17 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
     epoch = metrics.get("epoch")
     if isinstance(epoch, float) and epoch.is_integer():
         metrics["epoch"] = epoch = int(epoch)
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+        # Epoch k is the k-th epoch trained: rungs count so, and a trial completes at
+        # max_epochs (a loop counting from 0 would never get there).
+        fix = (
+            "epochs count from 1, and a trial completes at max_epochs: where the loop counts "
+            "from 0 (for epoch in range(n)), report epoch + 1"
+            if epoch == 0 and type(epoch) is int
+            else "add 'epoch': <epoch number> to the reported dict"
+        )
         raise ReportError(
-            f"caviar.report: metrics need an integer 'epoch' >= 0, found {epoch!r}; "
-            "add 'epoch': <epoch number> to the reported dict"
+            f"caviar.report: metrics need an integer 'epoch' >= 1, found {epoch!r}; {fix}"
         )
     if s.metric is not None and s.metric not in metrics:
         raise ReportError(

@@ -29,12 +29,15 @@ def test_one_shot_objective_returns_its_metrics():
 
 def test_epoch_is_required_and_integer():
     with pytest.raises(
-        session.ReportError, match="metrics need an integer 'epoch' >= 0, found None"
+        session.ReportError, match="metrics need an integer 'epoch' >= 1, found None"
     ):
         run(lambda c: caviar.report({"score": 1.0}))
     with pytest.raises(session.ReportError, match="found 1.5"):
         run(lambda c: caviar.report({"epoch": 1.5, "score": 1.0}))
     assert run(lambda c: caviar.report({"epoch": 2.0, "score": 1.0}))[0]["epoch"] == 2
+    # A loop counting from 0 would never reach max_epochs: every trial would end early_stopped.
+    with pytest.raises(session.ReportError, match="found 0; epochs count from 1, .* epoch \\+ 1"):
+        run(lambda c: caviar.report({"epoch": 0, "score": 1.0}))
 
 
 def test_epochs_go_up_within_a_run_and_a_returned_dict_may_restate_the_last():
