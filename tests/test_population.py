@@ -1,6 +1,8 @@
 """caviar.train.population: k trials trained as one batched computation (no Ray)."""
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -232,3 +234,24 @@ def test_the_noise_hash_is_lowbias32_on_unsigned_32_bit_values():
             for c in range(5):
                 want = (lowbias32(lowbias32((r << 16) + c) ^ key) >> 8) / 2**24
                 assert u[j, r, c].item() == want
+
+
+def test_a_population_that_has_not_traced_leaves_torch_dynamo_unimported():
+    """torch._dynamo takes 3-4 s of CPU to import, at the start of every trial process: only
+    tracing a step (after TRACE_AFTER steps) may pay it, not building or training a population
+    of models with dropout and batch norm."""
+    code = (
+        "import sys\n"
+        "from caviar.train.data import load\n"
+        "from caviar.train.population import Population\n"
+        "data = load('synthetic')\n"
+        "for model in ('mlp', 'cnn'):\n"
+        "    p = Population(data, model)\n"
+        "    for seed in range(2):\n"
+        "        p.add(seed, {'max_epochs': 1, 'dropout': 0.2, 'batch_norm': True, 'seed': seed})\n"
+        "    p.train_epoch()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

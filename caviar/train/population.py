@@ -146,15 +146,22 @@ def _seed_key(seed: int) -> int:
 
 
 def _dropout_widths(module: nn.Module, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
-    """The feature shape entering each Dropout layer, in forward order (on the meta device)."""
+    """The feature shape entering each Dropout layer, in forward order: one sample of zeros
+    through the (meta) template in eval mode, with zeros for its weights. Not on the meta
+    device itself: torch's meta kernels import torch._dynamo, 3-4 s of CPU at the start of
+    every trial process."""
     widths: list[tuple[int, ...]] = []
     hooks = [
         m.register_forward_pre_hook(lambda _, args: widths.append(tuple(args[0].shape[1:])))
         for m in module.modules()
         if isinstance(m, models.Dropout)
     ]
+    named = [*module.named_parameters(), *module.named_buffers()]
+    zeros = {n: torch.zeros(t.shape, dtype=t.dtype) for n, t in named}
+    training = module.training
     with torch.no_grad():
-        module.train()(torch.zeros(2, math.prod(shape), device="meta"))
+        torch.func.functional_call(module.eval(), zeros, (torch.zeros(1, math.prod(shape)),))
+    module.train(training)
     for h in hooks:
         h.remove()
     return widths
