@@ -746,6 +746,15 @@ def test_export_refuses_a_checkpoint_without_the_architecture(fake_run, tmp_path
         analysis.export_best(run, tmp_path)
 
 
+def test_export_to_a_path_that_is_a_file_says_so(fake_run, tmp_path):
+    run = analysis.load(fake_run)
+    b = analysis.best(run)
+    write_fake_checkpoint(fake_run, b.trial_id, builtin_checkpoint(b.config, 4), 4)
+    (tmp_path / "taken").write_text("")
+    with pytest.raises(RunDirError, match=r"--export: cannot write '.*/taken/fake-t\d+\.pt' \("):
+        analysis.export_best(run, tmp_path / "taken")
+
+
 def test_export_says_when_there_is_no_checkpoint(fake_run, tmp_path):
     run = analysis.load(fake_run)
     with pytest.raises(RunDirError, match=r"left no checkpoint under ray/t\d+/; a train function"):

@@ -217,12 +217,16 @@ def export_best(run: Run, out_dir: str | Path, trial_id: str | None = None) -> P
         "run_dir": run.run_dir,
         "spec": run.spec,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{run.name}-{b.trial_id}.pt"
+    path = Path(out_dir) / f"{run.name}-{b.trial_id}.pt"
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(payload, tmp)
+        tmp.replace(path)
+    except OSError as e:
+        raise RunDirError(
+            f"--export: cannot write {str(path)!r} ({e}); pass a directory you can write to"
+        ) from None
     return path
 
 
