@@ -220,6 +220,25 @@ def test_serve_on_a_port_it_cannot_have_is_a_user_error(root: Path, taken: bool)
     assert proc.stderr.endswith("); pass another port\n")
 
 
+@pytest.mark.parametrize("given", ["run directory", "file"])
+def test_serve_of_a_run_directory_or_a_file_says_what_to_serve(root: Path, given: str):
+    path = root / "done" if given == "run directory" else root / "done" / results.SPEC_FILE
+    proc = subprocess.run(
+        [sys.executable, "-m", "caviar.cli", "serve", str(path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    want = {
+        "run directory": f"caviar: error: {path}: a run directory, not a storage root; the "
+        f"dashboard lists the run directories under a root: caviar serve {root}\n",
+        "file": f"caviar: error: {path}: a file, not a storage root; pass the folder that "
+        "holds the run directories (the --storage of `caviar run`)\n",
+    }[given]
+    assert proc.stderr == want
+
+
 def test_serve_on_all_interfaces_prints_and_requires_a_token(root: Path, tmp_path: Path):
     port = free_port()
     out = tmp_path / "serve.out"

@@ -27,6 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
+from caviar import results
 from caviar.dashboard import data
 from caviar.errors import CaviarError
 from caviar.storage import Location
@@ -249,6 +250,7 @@ def serve(
     socket listens. A port that cannot be had (taken, out of range) is the user's error."""
     token = resolve_token(host, token)
     app = make_app(storage, token, jobs_address or "")
+    check_root(app[ROOT])
     runner = web.AppRunner(app, handle_signals=True)
     loop = asyncio.new_event_loop()
     try:
@@ -261,6 +263,23 @@ def serve(
     finally:
         loop.run_until_complete(runner.cleanup())
         loop.close()
+
+
+def check_root(root: Location) -> None:
+    """The dashboard shows the run directories under a storage root: a file, or a run directory
+    itself (whose dashboard would be empty), is the user's error. A root that does not exist
+    yet is not: sweeps run into it appear as they start."""
+    parent = root.uri.rstrip("/").rsplit("/", 1)[0] or "/"
+    if (root / results.SPEC_FILE).is_file():
+        raise CaviarError(
+            f"{root.uri}: a run directory, not a storage root; the dashboard lists the run "
+            f"directories under a root: caviar serve {parent}"
+        )
+    if root.is_file():
+        raise CaviarError(
+            f"{root.uri}: a file, not a storage root; pass the folder that holds the run "
+            "directories (the --storage of `caviar run`)"
+        )
 
 
 def _listen(
