@@ -35,11 +35,13 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 
-def _builtin_trainable(config: dict, *, data: Any, model: str, threads: int, metric: str) -> None:
+def _builtin_trainable(
+    config: dict, *, data: Any, model: str, threads: int, metrics: tuple[str, ...]
+) -> None:
     from caviar.train.loop import train
 
     fn = functools.partial(train, data=data, model=model, threads=threads)
-    session.run(fn, config, session.RaySession(metric))
+    session.run(fn, config, session.RaySession(metrics))
 
 
 def _user_trainable(
@@ -47,7 +49,7 @@ def _user_trainable(
     *,
     target: str,
     search_path: str,
-    metric: str,
+    metrics: tuple[str, ...],
     fn: Callable[[dict], Any] | None = None,
 ) -> None:
     """A user's train function in a trial: imported by name ("module:function"), or `fn`, the
@@ -56,7 +58,7 @@ def _user_trainable(
     session.use_ray_tune_functions()  # before the user's module binds ray.tune.report
     if fn is None:
         fn = load_function(target, search_path)
-    session.run(fn, space.nested(config), session.RaySession(metric))
+    session.run(fn, space.nested(config), session.RaySession(metrics))
 
 
 FUNCTION_NOTE = (
@@ -104,7 +106,7 @@ def make_trainable(
     if broker is not None:
         from caviar import fused
 
-        trainable = fused.trainable(broker, spec.metrics[0])
+        trainable = fused.trainable(broker, spec.metrics)
         resources = {"cpu": 0, "memory": fused.MEMBER_MEMORY}
         return tune.with_resources(ray_seam.restoring(trainable), resources)
     if spec.train.function:
@@ -115,7 +117,7 @@ def make_trainable(
                 _user_trainable,
                 target=spec.train.function,
                 search_path=search_path,
-                metric=spec.metrics[0],
+                metrics=spec.metrics,
                 fn=fn,
             )
         )
@@ -126,7 +128,7 @@ def make_trainable(
                 _builtin_trainable,
                 model=spec.train.model,
                 threads=_threads(spec),
-                metric=spec.metrics[0],
+                metrics=spec.metrics,
             ),
             data=_data(spec),
         )

@@ -305,10 +305,10 @@ def start(spec: SweepSpec, data: Any, shares: int) -> Any:
     )
 
 
-def trainable(broker: Any, metric: str) -> Any:
+def trainable(broker: Any, metrics: tuple[str, ...]) -> Any:
     """The function Ray Tune runs for each member trial."""
-    return functools.partial(_member_trainable, broker=broker, metric=metric)
+    return functools.partial(_member_trainable, broker=broker, metrics=metrics)
 
 
-def _member_trainable(config: dict, *, broker: Any, metric: str) -> None:
-    session.run(functools.partial(member, broker=broker), config, session.RaySession(metric))
+def _member_trainable(config: dict, *, broker: Any, metrics: tuple[str, ...]) -> None:
+    session.run(functools.partial(member, broker=broker), config, session.RaySession(metrics))

@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import numbers
 import os
 import pickle
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,8 +56,11 @@ class Pickled(bytes):
 class Session:
     """Where reports go. The base class keeps them in memory."""
 
-    def __init__(self, metric: str | None = None, checkpoint: dict | None = None):
-        self.metric = metric
+    def __init__(self, metric: str | Sequence[str] | None = None, checkpoint: dict | None = None):
+        self.metrics = (metric,) if isinstance(metric, str) else tuple(metric or ())
+        """The sweep's metrics, each of which every report must carry as a number."""
+        self.metric = self.metrics[0] if self.metrics else None
+        """The first: what Ray ranks by, and whose non-finite value is divergence."""
         self.results: list[dict[str, Any]] = []
         self.checkpoint = checkpoint
         self.reported = 0
@@ -99,7 +103,7 @@ def where() -> dict[str, str]:
 class RaySession(Session):
     """Reports to Ray Tune; checkpoints are a pickled dict in a checkpoint directory."""
 
-    def __init__(self, metric: str | None = None):
+    def __init__(self, metric: str | Sequence[str] | None = None):
         super().__init__(metric)
         self.where = where()
 
@@ -262,17 +266,22 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
         raise ReportError(
             f"caviar.report: metrics need an integer 'epoch' >= 1, found {epoch!r}; {fix}"
         )
-    if s.metric is not None and s.metric not in metrics:
-        raise ReportError(
-            f"caviar.report: the sweep's metric '{s.metric}' is missing from the reported "
-            f"keys {sorted(metrics)}; report it, or set `metric` in the spec to one of them"
-        )
+    for name in s.metrics:
+        if name not in metrics:
+            raise ReportError(
+                f"caviar.report: the sweep's metric '{name}' is missing from the reported "
+                f"keys {sorted(metrics)}; report it, or set `metric` in the spec to one of them"
+            )
+        number = metrics[name]
+        if not isinstance(number, numbers.Real) or isinstance(number, bool):
+            item = " (a tensor's .item())" if hasattr(number, "item") else ""
+            raise ReportError(
+                f"caviar.report: the sweep's metric '{name}' must be a number, found "
+                f"{number!r} ({type(number).__name__}) at epoch {epoch}; report it as a "
+                f"float{item}"
+            )
+        metrics[name] = float(number)  # numpy scalars as well: a float is what is recorded
     value = metrics.get(s.metric) if s.metric is not None else None
-    if s.metric is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-        raise ReportError(
-            f"caviar.report: the sweep's metric '{s.metric}' must be a number, found "
-            f"{value!r} ({type(value).__name__}) at epoch {epoch}; report it as a float"
-        )
     if s.metric is not None and s.reported and epoch <= s.last_epoch:
         # Within one run of the train function epochs go up; only a restored trial replays.
         final = metrics.get(FINAL) and epoch == s.last_epoch  # a returned dict: the last word

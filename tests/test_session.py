@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,6 +75,31 @@ def test_missing_metric_names_the_fix():
         match=r"the sweep's metric 'score' is missing from the reported keys \['acc', 'epoch'\]",
     ):
         run(lambda c: caviar.report({"epoch": 1, "acc": 1.0}))
+
+
+def test_every_metric_of_the_sweep_is_checked_and_numpy_scalars_are_numbers():
+    """A second objective misnamed would leave no trial on the front after the whole budget:
+    every report must carry each metric. numpy's scalars (np.mean of a float32 array) are
+    numbers, recorded as floats; a tensor is not."""
+    with pytest.raises(
+        session.ReportError, match=r"metric 'params' is missing from the reported keys"
+    ):
+        run(
+            lambda c: caviar.report({"epoch": 1, "score": 1.0, "n_params": 9}),
+            metric=("score", "params"),
+        )
+    (result,) = run(
+        lambda c: caviar.report({"epoch": 1, "score": np.float32(0.5), "params": np.int64(9)}),
+        metric=("score", "params"),
+    )
+    assert type(result["score"]) is float and result["score"] == 0.5
+    assert type(result["params"]) is float and result["params"] == 9
+    with pytest.raises(
+        session.ReportError,
+        match=r"metric 'score' must be a number, found tensor\(0.5000\) \(Tensor\) at epoch 1; "
+        r"report it as a float \(a tensor's .item\(\)\)",
+    ):
+        run(lambda c: caviar.report({"epoch": 1, "score": torch.tensor(0.5)}))
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
