@@ -62,9 +62,9 @@ def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> str
     page = render_report(run)
     target = str(out_path) if out_path is not None else default_report_path(run_dir)
     loc = Location.of(target)
-    if loc.is_local:
-        Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if loc.is_local:
+            Path(loc.path).parent.mkdir(parents=True, exist_ok=True)
         loc.write_text(page)
     except OSError as e:
         raise RunDirError(f"--out: cannot write {loc.uri!r} ({e}); pass a writable path") from None

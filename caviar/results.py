@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import pyarrow.json as pj
 import pyarrow.parquet as pq
 
 from caviar import objective
-from caviar.errors import RunDirError
+from caviar.errors import CaviarError, RunDirError
 from caviar.objective import Mode, Status
 from caviar.session import FINAL
 from caviar.storage import Location
@@ -552,7 +553,14 @@ def leaderboard(
     """The trials that rank (`objective.RANKED`) by their best metric, best first, a tie going
     to the better last value. With several metrics, those with a value of each: the Pareto
     front first (the ``pareto`` column, computed when the table has none), each part by the
-    first metric's last value."""
+    first metric's last value. `top`: how many (0 or None: all); pandas would read -k as "all
+    but the last k", so a negative one is refused."""
+    if top is not None and (
+        not isinstance(top, numbers.Integral) or isinstance(top, bool) or top < 0
+    ):
+        raise CaviarError(
+            f"top: expected a whole number >= 0 (0 or None: every trial that ranks), found {top!r}"
+        )
     metrics, modes = objective.as_tuple(metric), objective.as_tuple(mode)
     if len(metrics) == 1:
         col = f"best_{metrics[0]}"

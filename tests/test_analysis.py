@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from caviar import analysis, cli, results
-from caviar.errors import RunDirError
+from caviar.errors import CaviarError, RunDirError
 from caviar.storage import Location
 from tests.conftest import caviar_cli, chromium, needs_chromium
 
@@ -282,6 +282,9 @@ def test_leaderboard_and_outcomes(fake_run):
     assert list(board["trial_id"]) == list(expected["trial_id"])
     assert board["best_val_acc"].is_monotonic_decreasing
     assert len(analysis.leaderboard(run, top=3)) == 3
+    assert len(analysis.leaderboard(run, top=np.int64(3))) == 3
+    with pytest.raises(CaviarError, match=r"top: expected a whole number >= 0 .*, found -1"):
+        analysis.leaderboard(run, top=-1)  # pandas' head(-1): all but the last, silently
     counts = analysis.outcomes(run).value_counts().to_dict()
     assert counts == {"stopped early by the scheduler": 9, "completed": 6, "diverged": 1}
     assert analysis.status_counts(run).to_dict() == {
@@ -875,6 +878,10 @@ def test_cli_errors_are_one_line_and_exit_2(tmp_path, fake_empty_run, capsys):
     assert "no best trial" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
     assert "no such directory" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "report.html"
+    assert cli.main(["report", str(fake_empty_run), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith(f"caviar: error: --out: cannot write '{out}' (")
     with pytest.raises(SystemExit) as exit:  # argparse's own: usage, then the problem
         cli.main(["results", str(fake_empty_run), "--top", "-1"])
     assert exit.value.code == 2
