@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caviar.errors import CaviarError, Interrupted
+from caviar.loader import check_takes_config
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,6 +100,7 @@ def build_spec(
     if train is not None:
         if callable(train):
             fn, target = train, _function_name(train)
+            check_takes_config(fn, target)
         elif isinstance(train, str):
             target = train
         else:

@@ -100,6 +100,8 @@ def test_a_train_function_replaces_the_task_and_names_itself():
     assert fn is None and spec.train.function == "mytrain:fit"
     spec, _ = api.build_spec(QUICK_SPEC | {"metric": "score"}, train=lambda config: None)
     assert spec.train.function == f"{__name__}:train"
+    with pytest.raises(CaviarError, match=r"has the signature \(\), which cannot take the one"):
+        api.build_spec(QUICK_SPEC | {"metric": "score"}, train=lambda: None)
 
 
 def test_a_bad_spec_lists_its_problems_before_anything_runs():

@@ -495,9 +495,29 @@ def test_validate_imports_the_train_function_and_warns_of_a_mode_against_the_met
     assert (
         "warning: mode: max, but 'val_loss' looks like a loss where lower is better" in out.stdout
     )
-    (tmp_path / "mine.py").write_text("train = 3\n")
-    out = caviar_cli("validate", str(spec), cwd=tmp_path, without_ray=True)
-    assert out.returncode == 2 and "train.function: 'mine:train' is not callable" in out.stderr
+    for module, error in (
+        ("train = 3\n", "train.function: 'mine:train' is not callable\n"),
+        # Every trial would fail calling it with the config.
+        (
+            "def train():\n    pass\n",
+            "train.function: 'mine:train' has the signature (), which cannot take the one "
+            "argument caviar calls it with (too many positional arguments); define it as def "
+            "train(config): ...\n",
+        ),
+        # A module that does not parse, or raises as it is imported: one line, not a traceback.
+        (
+            "def train(:\n",
+            f"train.function: cannot import 'mine:train' (ImportError: SyntaxError at "
+            f"{tmp_path / 'mine.py'}:1: invalid syntax); the module must be importable",
+        ),
+        (
+            "\nraise RuntimeError('no GPU here')\n",
+            f"(ImportError: RuntimeError at {tmp_path / 'mine.py'}:2: no GPU here)",
+        ),
+    ):
+        (tmp_path / "mine.py").write_text(module)
+        out = caviar_cli("validate", str(spec), cwd=tmp_path, without_ray=True)
+        assert out.returncode == 2 and error in out.stderr, out.stderr
 
 
 def test_mode_warnings():
