@@ -24,6 +24,49 @@ RANKED: tuple[Status, ...] = ("completed", "early_stopped", "unfinished")
 interrupted sweep whose reports so far are real. Diverged and errored trials never rank."""
 
 
+RAY_KEYS = frozenset(
+    {
+        "timestamp",
+        "checkpoint_dir_name",
+        "should_checkpoint",
+        "done",
+        "training_iteration",
+        "trial_id",
+        "date",
+        "time_this_iter_s",
+        "pid",
+        "hostname",
+        "node_ip",
+        "time_since_restore",
+        "iterations_since_restore",
+        "experiment_tag",
+        "config",
+        "node_id",
+        "gpu_model",
+        "diverged",
+    }
+)
+"""Keys Ray Tune (and caviar's session) set on every result: bookkeeping, not metrics, left out
+of history.parquet."""
+
+RESERVED = RAY_KEYS | {
+    "time_total_s",
+    "status",
+    "round",
+    "epochs",
+    "stopped_by_scheduler",
+    "stopped_by_asha",
+    "rung",
+    "wall_time_s",
+    "error",
+    "error_type",
+    "pareto",
+}
+"""Names a sweep's metric cannot have: Ray's keys, whose values Ray sets itself, and the columns
+trials.parquet fills for each trial (its status, its error), which a metric of the same name
+would overwrite or be overwritten by."""
+
+
 def sign(mode: Mode) -> float:
     """+1 for min, -1 for max: ``sign(mode) * value`` is smaller for better values."""
     return 1.0 if mode == "min" else -1.0

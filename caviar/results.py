@@ -41,28 +41,8 @@ SPEC_FILE = "spec.yaml"
 RAY_DIR = "ray"
 SCHEMA_VERSION = "1"
 
-# Keys Ray adds to every result; they are bookkeeping, not metrics.
-_RAY_KEYS = {
-    "timestamp",
-    "checkpoint_dir_name",
-    "should_checkpoint",
-    "done",
-    "training_iteration",
-    "trial_id",
-    "date",
-    "time_this_iter_s",
-    "pid",
-    "hostname",
-    "node_ip",
-    "time_since_restore",
-    "iterations_since_restore",
-    "experiment_tag",
-    "config",
-    "node_id",
-    "gpu_model",
-    "diverged",
-    FINAL,
-}
+# Keys Ray adds to every result, and caviar's marker of a final one: bookkeeping, not metrics.
+_RAY_KEYS = objective.RAY_KEYS | {FINAL}
 
 
 @dataclass(frozen=True)

@@ -568,6 +568,12 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
         )
     if valid("metric"):
         problems.extend(_several_metrics(spec, mode_valid=valid("mode")))
+        problems.extend(
+            f"metric: '{m}' is a name that caviar's tables or Ray Tune use for their own (the "
+            f"trial's {m}); report the metric under a name of yours and set metric to it"
+            for m in spec.metrics
+            if m in objective.RESERVED
+        )
     if spec.scheduler.name == "pbt" and spec.searcher.name != "random":
         problems.append(
             f"searcher.name: scheduler pbt explores configurations itself and takes its "

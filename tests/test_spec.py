@@ -210,6 +210,17 @@ def test_a_merge_key_may_be_overridden(write_spec):
             r"resources.fuse: fused trials train the built-in train function's models",
         ),
         ({"name": ".."}, r"name: expected letters, digits"),
+        (
+            # trials.parquet's error column would overwrite the metric's last value
+            {
+                "train": {"function": "mytrain:train", "max_epochs": 4},
+                "metric": "error",
+                "mode": "min",
+                "space": {"x": {"uniform": [0, 1]}},
+            },
+            r"metric: 'error' is a name that caviar's tables or Ray Tune use for their own \(the "
+            r"trial's error\); report the metric under a name of yours",
+        ),
     ],
 )
 def test_each_bad_input_gets_one_line_naming_the_field(updates, message):
