@@ -91,6 +91,14 @@ def caviar_cli(*args: str, cwd=None, env=None, without_ray: bool = False):
     return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env)
 
 
+def imported_after(code: str, modules: set[str]) -> set[str]:
+    """Which of `modules` a fresh Python process has imported once it has run `code`."""
+    probe = f"{code}\nimport sys\nprint(sorted({sorted(modules)!r} & sys.modules.keys()))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return set(eval(out.stdout.strip().splitlines()[-1]))
+
+
 class CaviarProcess:
     """`caviar ...` running in a session of its own, output to a file: a test can signal it,
     or kill it and every process it started (its embedded Ray), by PID."""
