@@ -226,11 +226,16 @@ def _lr_find(args: argparse.Namespace) -> None:
 
     data = load(spec.train.task, spec.seed, spec.train.data, spec.train.label)
     result = lr_find(data, spec.train.model, config)
-    if args.out:
-        plot(result, args.out)
-        print(f"plot: {args.out}")
     print(f"suggested lr: {result.suggestion:.3g} (steepest descent of the smoothed loss)")
     print(f"range for the spec:  {result.spec_line()}")
+    if args.out:
+        try:
+            plot(result, args.out)
+        except OSError as e:
+            raise CaviarError(
+                f"--out: cannot write {args.out!r} ({e.strerror or e}); pass a writable path"
+            ) from None
+        print(f"plot: {args.out}")
 
 
 def _results(args: argparse.Namespace) -> None:

@@ -5,6 +5,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -355,6 +356,17 @@ def test_lr_find_suggests_a_learning_rate_inside_the_tested_range(mnist1d):
     assert result.spec_line().startswith("lr: {loguniform: [")
 
 
+def test_lr_find_suggests_a_learning_rate_below_where_the_loss_turns_up(digits):
+    """On digits the loss falls to its lowest near lr 3e-2, then climbs with spikes to lr 1,
+    where a last small dip was once the steepest descent: lr 1 was suggested."""
+    from caviar.train.lr_find import lr_find
+
+    result = lr_find(digits, "mlp", {"optimizer": "adamw"})
+    lowest = result.lrs[int(np.argmin(result.losses))]
+    assert result.lrs[-1] > 10 * lowest  # the test ran well past the lowest loss
+    assert result.suggestion <= lowest
+
+
 @pytest.fixture(scope="module")
 def mnist1d():
     return load("mnist1d")
@@ -402,6 +414,18 @@ def test_cli_lr_find_that_diverges_at_once_exits_2_with_one_line(write_spec):
         r"values .*, or start lower than min_lr=1e-07",
         line,
     ), line
+
+
+def test_cli_lr_find_whose_plot_cannot_be_written_still_prints_its_suggestion(write_spec, tmp_path):
+    path = write_spec({"train": {"task": "digits", "max_epochs": 2}})
+    (tmp_path / "a-file").write_text("")
+    out = caviar_cli("lr-find", str(path), "--out", str(tmp_path / "a-file" / "lr.png"))
+    assert out.returncode == 2, out.stderr
+    assert "suggested lr: " in out.stdout and "range for the spec:  lr: {loguniform" in out.stdout
+    assert out.stderr == (
+        f"caviar: error: --out: cannot write '{tmp_path / 'a-file' / 'lr.png'}' (Not a "
+        "directory); pass a writable path\n"
+    )
 
 
 def test_plateau_counts_the_first_epoch_as_an_improvement():
