@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 from faulty_fs import FullDisk
 
+from caviar import objective
 from caviar.errors import RunDirError
 from caviar.results import (
     TrialDir,
@@ -55,6 +56,15 @@ def test_status_rule():
     assert trial_status({"epoch": 3}, errored=False, max_epochs=3) == "completed"
     assert trial_status({"epoch": 1, FINAL: True}, errored=False, max_epochs=3) == "completed"
     assert trial_status(None, errored=False, max_epochs=3) == "early_stopped"
+
+
+def test_the_columns_trials_parquet_fills_itself_are_names_a_metric_cannot_have():
+    """objective.RESERVED lists them for spec validation (which must not import the tables'
+    code): a column added to the trial rows without it would be overwritten by a metric of
+    its name, as `error` and `status` were."""
+    trials, _ = build_tables(RECORDS, "acc", "max", max_epochs=3, rungs=[1.0, 3.0])
+    own = {c for c in trials.columns if not c.startswith("param_")} - {"acc", "best_acc"}
+    assert own <= objective.RESERVED, own - objective.RESERVED
 
 
 def test_dedupe_keeps_the_last_report_of_each_epoch_in_order():
