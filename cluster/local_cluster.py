@@ -64,7 +64,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +78,8 @@ MAX_ROOT_LEN = 30
 _SCRUBBED = ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE")
 # Set in every node process (and inherited by all they spawn): which cluster a process is of.
 MARKER_VAR = "CAVIAR_LOCAL_CLUSTER"
+# How many times `start` starts a worker node again whose `ray start` exited while it joined.
+WORKER_START_RETRIES = 2
 
 
 @dataclass
@@ -299,14 +301,17 @@ class LocalCluster:
                 self._start_worker(i)
             self._read_address()
             self._write_state()
-            self.wait_for_nodes(1 + self.num_workers, self.startup_timeout)
+            self.wait_for_nodes(
+                1 + self.num_workers, self.startup_timeout, restarts=WORKER_START_RETRIES
+            )
         except BaseException:
             self.stop(remove_temp_dir=False)  # keep the logs the error points to
             raise
         return self
 
-    def wait_for_nodes(self, n: int, timeout: float = 60.0) -> list[dict]:
-        """Wait until `n` nodes are alive; return them as `ray.nodes()` entries.
+    def wait_for_nodes(self, n: int, timeout: float = 60.0, *, restarts: int = 0) -> list[dict]:
+        """Wait until `n` nodes are alive; return them as `ray.nodes()` entries. A worker node
+        whose `ray start` exits meanwhile is started again, `restarts` times in all.
 
         Asked from a driver subprocess with `client_env()`, so this process never imports Ray
         and the check also proves that a client can connect and authenticate."""
@@ -320,22 +325,40 @@ class LocalCluster:
             "    time.sleep(0.5)\n"
             "print('NODES=' + json.dumps(alive, default=str))\n"
         )
-        self._check_alive()
-        try:
-            r = subprocess.run(
+        self._check_alive(("head",))
+        assert self.root is not None
+        out, err = (
+            self.root / "logs" / "wait_for_nodes.out",
+            self.root / "logs" / "wait_for_nodes.err",
+        )
+        with open(out, "w") as stdout, open(err, "w") as stderr:
+            waiter = subprocess.Popen(
                 [sys.executable, "-c", script, self.address, str(n), str(timeout)],
                 env=self.client_env(),
-                capture_output=True,
+                stdout=stdout,
+                stderr=stderr,
                 text=True,
-                timeout=timeout + 60,
             )
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"no answer from the cluster at {self.address} in time") from None
-        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("NODES=")]
-        if r.returncode != 0 or not lines:
+        deadline = time.monotonic() + timeout + 60
+        try:
+            while waiter.poll() is None:
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"no answer from the cluster at {self.address} in time")
+                for node in [x for x in self.nodes if x.role != "head" and not _is_ours(x)]:
+                    if restarts <= 0:
+                        self._check_alive()
+                    restarts -= 1
+                    self._restart(node)
+                time.sleep(0.5)
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+            waiter.wait()
+        lines = [ln for ln in out.read_text().splitlines() if ln.startswith("NODES=")]
+        if waiter.returncode != 0 or not lines:
             raise ClusterError(
-                f"could not list the nodes of {self.address} (exit {r.returncode}):\n"
-                f"{r.stderr[-3000:]}"
+                f"could not list the nodes of {self.address} (exit {waiter.returncode}):\n"
+                f"{err.read_text()[-3000:]}"
             )
         alive = json.loads(lines[-1][len("NODES=") :])
         if len(alive) < n:
@@ -503,7 +526,7 @@ class LocalCluster:
     def _wait_for(self, ready: Callable[[], Any], what: str) -> None:
         deadline = time.monotonic() + self.startup_timeout
         while not ready():
-            self._check_alive()
+            self._check_alive(("head",))  # the head's start; workers are checked as they join
             if time.monotonic() > deadline:
                 raise ClusterError(
                     f"timed out after {self.startup_timeout:g}s waiting for {what}; "
@@ -522,9 +545,28 @@ class LocalCluster:
             ],
         )
 
-    def _check_alive(self) -> None:
+    def _restart(self, node: NodeProc) -> None:
+        """Start worker `node`, whose `ray start` exited, again: on a loaded machine a node can
+        time out while it registers ("the GCS has become overloaded"). Its log is kept."""
+        send_signal(session_members({node.pid}, self.marker), signal.SIGKILL)
+        self._wait_gone({node.pid}, 5.0)
+        if popen := self._popen.pop(node.pid, None):
+            popen.wait()
+        self.nodes.remove(node)
+        log = Path(node.log)
+        kept = log.with_name(f"{log.name}.{len(list(log.parent.glob(log.name + '.*')))}")
+        log.replace(kept)
+        last = next(reversed(kept.read_text().strip().splitlines()), "(no output)")
+        print(
+            f"local_cluster: {node.role} exited while starting ({last}); starting it again; "
+            f"its log: {kept}",
+            file=sys.stderr,
+        )
+        self._start_worker(int(node.role.split("-")[1]))
+
+    def _check_alive(self, roles: Container[str] | None = None) -> None:
         for n in self.nodes:
-            if not _is_ours(n):
+            if (roles is None or n.role in roles) and not _is_ours(n):
                 tail = Path(n.log).read_text()[-3000:] if Path(n.log).exists() else ""
                 raise ClusterError(f"{n.role} (`ray start`, pid {n.pid}) exited:\n{tail}")
 

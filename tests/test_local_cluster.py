@@ -122,6 +122,29 @@ def test_stop_leaves_other_processes_alone(local_cluster_module) -> None:
         bystander.wait()
 
 
+def test_a_worker_node_that_exits_while_joining_is_started_again(
+    local_cluster_module, monkeypatch, capsys
+) -> None:
+    """On a loaded machine a worker's `ray start` can give up while it registers ("the GCS has
+    become overloaded"); `start` starts it again instead of failing the whole cluster."""
+    real, calls = local_cluster_module._ray_cmd(), []
+
+    def ray_cmd() -> list[str]:  # the head, then worker-1 (which exits at once), then the rest
+        calls.append(1)
+        if len(calls) == 2:
+            return [sys.executable, "-c", "import sys; sys.exit('node timed out (simulated)')"]
+        return real
+
+    monkeypatch.setattr(local_cluster_module, "_ray_cmd", ray_cmd)
+    with local_cluster_module.LocalCluster(num_workers=1, cpus_per_node=1) as cluster:
+        assert len(cluster.wait_for_nodes(2, timeout=30)) == 2
+        assert len(calls) == 3
+        logs = sorted(p.name for p in (cluster.root / "logs").glob("worker-1.out*"))
+        assert logs == ["worker-1.out", "worker-1.out.0"]
+    err = capsys.readouterr().err
+    assert "worker-1 exited while starting (node timed out (simulated)); starting it again" in err
+
+
 def test_free_ports_never_hands_a_cluster_the_same_port_twice(
     local_cluster_module, monkeypatch
 ) -> None:
