@@ -360,15 +360,17 @@ def _sweep(
     train_fn: Callable[[dict], Any] | None = None,
     progress_view: Callable[[Any], Any] | None = None,
 ) -> str:
-    import ray
-    from ray import tune
-
-    from caviar import ray_seam as seam
-
     search_path = os.getcwd()
     for name in _MisleadingRayLog.LOGGERS:
         logging.getLogger(name).addFilter(_MISLEADING_RAY_LOG)  # once: the same instance
     with rundir.claim(run_dir):
+        if resume:
+            rundir.recover(run_dir)  # may refuse: before Ray is imported
+        import ray
+        from ray import tune
+
+        from caviar import ray_seam as seam
+
         started = _init_ray(address)
         broker = None
         try:
@@ -414,7 +416,9 @@ def _sweep(
                 spec.watchdog.min_s,
                 spec.budget.trial_time_s,
             )
+            snapshot = seam.StateSnapshot(run_dir / results.RAY_DIR)
             callbacks = [
+                snapshot,
                 seam.ResultLog(),
                 progress,
                 watchdog,
@@ -438,7 +442,8 @@ def _sweep(
                 lay = fused.layout(spec.resources)
                 groups = f" in up to {capacity * lay.groups} fused groups of {lay.size}"
             search_alg = tune.search.ConcurrencyLimiter(
-                seam.SearcherAdapter(searcher, spec.train.max_epochs), max_concurrent=concurrency
+                seam.SearcherAdapter(searcher, spec.train.max_epochs, snapshot.on_save),
+                max_concurrent=concurrency,
             )
             print(
                 f"caviar: {'resuming' if resume else 'sweep'} {spec.name}: "

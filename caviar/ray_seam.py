@@ -38,7 +38,7 @@ from ray.tune.schedulers import (
 )
 from ray.tune.search import Searcher as RaySearcher
 
-from caviar import objective, results, schedulers, session, storage
+from caviar import objective, results, rundir, schedulers, session, storage
 from caviar.errors import CaviarError
 from caviar.objective import Mode
 from caviar.searchers import Outcome, Searcher
@@ -61,12 +61,18 @@ class SearcherAdapter(RaySearcher):
     status by `results.trial_status`, last and best value, and with several metrics each one's
     last value) reaches `on_trial_complete`."""
 
-    def __init__(self, searcher: Searcher, max_epochs: int) -> None:
+    def __init__(
+        self,
+        searcher: Searcher,
+        max_epochs: int,
+        on_save: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.metrics = objective.as_tuple(searcher.metric)
         self.modes = objective.as_tuple(searcher.mode)
         super().__init__(metric=self.metrics[0], mode=self.modes[0])  # Ray knows one: the first
         # Not `self.searcher`: Ray takes any object with that attribute for a wrapper.
         self.caviar_searcher, self.max_epochs = searcher, max_epochs
+        self.on_save = on_save  # (staging dir, session) of each experiment snapshot
         self.last: dict[str, dict] = {}
         self.best: dict[str, float] = {}
 
@@ -98,6 +104,11 @@ class SearcherAdapter(RaySearcher):
         self.caviar_searcher.on_trial_complete(
             trial_id, Outcome(status, value, best, epoch, values)
         )
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        super().save_to_dir(checkpoint_dir, session_str)
+        if self.on_save is not None:
+            self.on_save(checkpoint_dir, session_str)
 
     # Ray saves this with every experiment snapshot and restores it on `caviar resume`.
     def save(self, checkpoint_path: str) -> None:
@@ -418,6 +429,32 @@ class SchedulerState(Callback):
             path = os.path.join(d, "scheduler.pkl")
             Path(path).write_bytes(state["scheduler"])
             self.scheduler.restore(path)
+
+
+class StateSnapshot(Callback):
+    """After each experiment snapshot of Ray Tune's, the files of that one save in one file of
+    the run directory, written whole (`rundir.restore_snapshot` says why). Ray saves the
+    searcher's state (`SearcherAdapter.on_save` tells this callback where) and the callbacks'
+    last, and then ends the step; the snapshot is taken at the end of the step, and at the end
+    of the sweep, after Ray's last save."""
+
+    def __init__(self, ray_dir: Location) -> None:
+        self.path = ray_dir / rundir.SNAPSHOT
+        self.saved: tuple[str, str] | None = None
+
+    def on_save(self, staging_dir: str, session_str: str) -> None:
+        self.saved = (staging_dir, session_str)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._write()
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self._write()
+
+    def _write(self) -> None:
+        if self.saved is not None:
+            self.path.write_bytes(rundir.snapshot(*self.saved))
+            self.saved = None
 
 
 def trackers(spec: SweepSpec, run_dir: Location) -> list[Callback]:

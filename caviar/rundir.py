@@ -9,6 +9,7 @@ import os
 import pickletools
 import platform
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,8 +42,7 @@ def check_new(run_dir: Location) -> None:
 
 
 def open_existing(run_dir: str) -> Location:
-    """A run directory to resume: checked, with the half-written tables of a driver killed
-    mid-write removed."""
+    """A run directory to resume, checked."""
     loc = Location.of(run_dir)
     if not loc.exists():
         raise RunDirError(no_such_directory(loc))
@@ -51,16 +51,66 @@ def open_existing(run_dir: str) -> Location:
             f"{loc.uri}: not a caviar run directory (no {SPEC_FILE}); pass the "
             "directory `caviar run` printed"
         )
+    return loc
+
+
+def recover(loc: Location) -> None:
+    """What a killed driver left, put right before its sweep resumes (and once this driver has
+    the run directory to itself: `claim`): half-written files removed, Ray's state files as
+    they were last saved together, and the newest of each whole."""
     for d in (loc, loc / RAY_DIR):
         for name in d.names():
             if name.startswith(".") and name.endswith(".tmp"):
                 loc.fs.delete_file((d / name).path)
+    restore_snapshot(loc / RAY_DIR)
     _check_ray_state(loc)
-    return loc
 
 
 # What Ray Tune restores a sweep from: the newest file of each kind, by name, as Ray picks it.
 RAY_STATE = ("experiment_state-", "search_gen_state-", "searcher-state-", "callback-states-")
+# The files of RAY_STATE of one save, in one file written whole (`ray_seam.StateSnapshot`).
+SNAPSHOT = "caviar-snapshot.zip"
+
+
+def snapshot(staging_dir: str, session: str) -> bytes:
+    """The state files Ray Tune has just saved for driver session `session` in its staging
+    directory, as a zip archive."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in sorted(os.listdir(staging_dir)):
+            if name.startswith(tuple(prefix + session for prefix in RAY_STATE)):
+                z.write(os.path.join(staging_dir, name), name)
+    return buf.getvalue()
+
+
+def restore_snapshot(ray_dir: Location) -> None:
+    """Make the run directory's copy of Ray's state the last snapshot's.
+
+    Ray Tune saves a sweep's state (trial statuses, the searcher's, the callbacks') as several
+    files at once, then copies them to the run directory in the background, one by one. A
+    driver killed during a copy leaves the files of two saves: a searcher waiting for trials
+    that Ray has finished, or trials it never suggested; the resumed sweep then waited forever
+    for a next trial (seen in tests/test_faults.py's five kills). Files of later driver sessions
+    than the snapshot's, from a driver killed before its first snapshot, are removed, so that
+    the snapshot's are the newest, which Ray restores."""
+    path = ray_dir / SNAPSHOT
+    if not path.is_file():
+        return  # a sweep from before caviar took snapshots, or killed before the first
+    try:
+        with zipfile.ZipFile(io.BytesIO(path.read_bytes())) as z:
+            files = {name: z.read(name) for name in z.namelist()}
+    except zipfile.BadZipFile as e:
+        raise RunDirError(
+            f"{path.uri}: unreadable ({e}); run the sweep again under another --name"
+        ) from None
+    names = ray_dir.names()
+    for prefix in RAY_STATE:
+        saved = max((n for n in files if n.startswith(prefix)), default=None)
+        for name in names:
+            if saved is not None and name.startswith(prefix) and name > saved:
+                ray_dir.fs.delete_file((ray_dir / name).path)
+    for name, data in files.items():
+        (ray_dir / name).write_bytes(data)
 
 
 def _check_ray_state(loc: Location) -> None:

@@ -145,6 +145,54 @@ def test_a_driver_killed_five_times_then_resumed_runs_every_trial_once(
     assert regions.loc[2, "high"] - regions.loc[2, "low"] < 1.0
 
 
+def test_a_resume_from_rays_state_copied_half_from_an_older_save_runs_every_trial_once(
+    write_spec, tmp_path, private_ray_tmp
+):
+    """Ray Tune copies its saved state to the run directory file by file, in the background: a
+    driver killed mid-copy leaves the trials of one save beside the searcher of an older one.
+    Resumed from that, coarse-to-fine waited forever for trials that Ray had finished."""
+    n = 6
+    spec = slow_spec(
+        write_spec,
+        tmp_path,
+        searcher={"name": "coarse_to_fine", "rounds": 2},
+        budget={"num_samples": n, "max_concurrent": 2},
+    )
+    run_dir = tmp_path / "runs" / "r"
+    ray_dir = run_dir / "ray"
+    proc = CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
+    )
+
+    def newest(pattern: str) -> Path | None:
+        return max(ray_dir.glob(pattern), default=None)
+
+    def copy_of_searchers_first_state() -> dict[str, bytes] | None:
+        files = [newest("searcher-state-*.pkl"), newest("search_gen_state-*.json")]
+        return None if None in files else {f.name: f.read_bytes() for f in files}
+
+    def trials_saved() -> int:
+        state = newest("experiment_state-*.json")
+        try:
+            return len(json.loads(state.read_text())["trial_data"]) if state else 0
+        except ValueError:  # being written
+            return 0
+
+    wait_until(proc, lambda: copy_of_searchers_first_state() is not None, "a first save")
+    old = copy_of_searchers_first_state()
+    wait_until(proc, lambda: trials_saved() >= 4, "four trials saved")
+    proc.kill()
+    session = newest("experiment_state-*.json").stem.removeprefix("experiment_state-")
+    for name, data in old.items():  # what a copy cut short leaves: the searcher's older state
+        assert session in name
+        (ray_dir / name).write_bytes(data)
+
+    proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    trials, _ = check_complete(run_dir, n, max_epochs=8)
+    assert trials["round"].value_counts().sort_index().tolist() == split_budget(n, 2)
+
+
 def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, private_ray_tmp):
     n = 6
     spec = slow_spec(write_spec, tmp_path, budget={"num_samples": n, "max_concurrent": 2})
@@ -194,17 +242,22 @@ def test_a_sweep_state_cut_short_is_refused_before_ray_starts_over(
     write_spec, tmp_path, private_ray_tmp
 ):
     """Ray Tune, unable to read its newest state file, starts the sweep again from nothing; a
-    resume refuses instead, naming the file, and changes nothing."""
+    resume refuses instead, naming the file, and changes nothing. (caviar's own snapshot of the
+    state, `rundir.restore_snapshot`, would put the file back whole; a run directory from
+    before caviar took them has none.)"""
     from conftest import caviar_cli
+
+    from caviar.rundir import SNAPSHOT
 
     spec = slow_spec(write_spec, tmp_path, budget={"num_samples": 2})
     proc = CaviarProcess("run", str(spec), "--storage", "runs", "--name", "r", cwd=tmp_path)
     assert proc.wait() == 0, proc.output
     run_dir = tmp_path / "runs" / "r"
+    (run_dir / "ray" / SNAPSHOT).unlink()
     state = max((run_dir / "ray").glob("search_gen_state-*.json"))
     state.write_bytes(state.read_bytes()[:40])
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
-    out = caviar_cli("resume", str(run_dir), without_ray=True)
+    out = caviar_cli("resume", str(run_dir), cwd=tmp_path, without_ray=True)
     assert out.returncode == 2
     assert out.stderr.strip() == (
         f"caviar: error: {state}: cut short (40 bytes; a driver killed while Ray Tune wrote "

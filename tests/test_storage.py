@@ -130,3 +130,45 @@ def test_unwritable_device_is_a_user_error():
 def test_unknown_uri_scheme_is_a_user_error():
     with pytest.raises(RunDirError, match=r"--storage: cannot open 'nosuch://bucket/x'"):
         Location.of("nosuch://bucket/x")
+
+
+def test_a_resume_restores_rays_state_as_last_saved_together(tmp_path):
+    """Ray copies its state files one by one: what a killed copy leaves (the experiment of one
+    save, the searcher of an older one; a later session's files from a driver killed before
+    its first snapshot) is replaced by the files of the last snapshot."""
+    from caviar import rundir
+
+    staging, ray_dir = tmp_path / "staging", tmp_path / "ray"
+    staging.mkdir(), ray_dir.mkdir()
+    s1, s2 = "2026-12-07_10-00-00", "2026-12-07_10-05-00"
+    saved = {
+        f"experiment_state-{s1}.json": b'{"trials": 4}',
+        f"searcher-state-{s1}.pkl": b"searcher knows 4",
+        f"search_gen_state-{s1}.json": b"4 suggested",
+        f"callback-states-{s1}.pkl": b"callbacks",
+    }
+    for name, data in {**saved, "basic-variant-state-x.json": b"not Ray's state"}.items():
+        (staging / name).write_bytes(data)
+    (ray_dir / rundir.SNAPSHOT).write_bytes(rundir.snapshot(str(staging), s1))
+
+    torn = {
+        f"experiment_state-{s1}.json": b'{"trials": 4}',
+        f"searcher-state-{s1}.pkl": b"searcher knows 2",
+        f"search_gen_state-{s1}.json": b"2 suggested",
+        f"experiment_state-{s2}.json": b'{"trials": 4}',
+        f"searcher-state-{s2}.pkl": b"searcher knows 2",
+        "searcher-state-2026-12-07_09-00-00.pkl": b"an earlier session",
+        "0a1b2c3d.txt": b"a trial's",
+    }
+    for name, data in torn.items():
+        (ray_dir / name).write_bytes(data)
+    rundir.restore_snapshot(Location.of(ray_dir))
+    assert {p.name: p.read_bytes() for p in ray_dir.iterdir() if p.name != rundir.SNAPSHOT} == {
+        **saved,
+        "searcher-state-2026-12-07_09-00-00.pkl": b"an earlier session",
+        "0a1b2c3d.txt": b"a trial's",
+    }
+
+    (ray_dir / rundir.SNAPSHOT).write_bytes(b"PK\x03\x04 cut")
+    with pytest.raises(RunDirError, match="caviar-snapshot.zip: unreadable"):
+        rundir.restore_snapshot(Location.of(ray_dir))
