@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that start Ray use a private local instance with its own temp dir."""
+"""Shared fixtures. Tests that start Ray use a private local instance with its own temp dir, or
+the `ray start --head` of their test process (`ray_head`)."""
 
 from __future__ import annotations
 
@@ -197,6 +198,29 @@ def private_ray_tmp(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     yield Path(d)
     shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def _shared_head():
+    """A `ray start --head` of this test process's own (an xdist worker's), with this machine's
+    CPUs, its own temp dir and ports; stopped, by PID, when the process's tests are done."""
+    cluster = _local_cluster_module().LocalCluster(num_workers=0, head_cpus=os.cpu_count() or 1)
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def ray_head(_shared_head, monkeypatch: pytest.MonkeyPatch):
+    """Point the test's sweeps (`caviar run`, `caviar.run`) at a running Ray head, shared by the
+    tests of this test process one after another, as `ray start --head` users run theirs: each
+    sweep connects in about a second instead of starting and stopping a Ray of its own. Tests of
+    what the embedded Ray does (kill -9 of a driver and all it started, Ctrl-C, memory limits)
+    use `private_ray_tmp`."""
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    for name, value in {**_shared_head.env, "RAY_ADDRESS": _shared_head.address}.items():
+        monkeypatch.setenv(name, value)
+    return _shared_head
 
 
 # --- a real multi-node Ray cluster on this machine (cluster/local_cluster.py) ---------------

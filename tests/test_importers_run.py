@@ -30,7 +30,7 @@ def ok(*args, cwd):
         ("tune", "tune/search_space.py:search_space", "digits"),
     ],
 )
-def test_an_imported_sweep_validates_and_runs(source, what, train, tmp_path, private_ray_tmp):
+def test_an_imported_sweep_validates_and_runs(source, what, train, tmp_path, ray_head):
     cwd = EXAMPLES / "wandb" if train == "train:train" else tmp_path  # beside its train.py
     spec_path = tmp_path / "spec.yaml"
     ok("import", source, str(EXAMPLES / what), "--train", train, "-o", str(spec_path), cwd=cwd)

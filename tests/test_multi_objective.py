@@ -444,7 +444,7 @@ def test_report_of_several_metrics_plots_the_front(tmp_path):
     "searcher", [{"name": "random"}, {"name": "optuna_nsga2", "population_size": 2}]
 )
 def test_a_sweep_of_two_metrics_finds_and_reports_its_front(
-    write_spec, tmp_path, private_ray_tmp, searcher
+    write_spec, tmp_path, ray_head, searcher
 ):
     from tests.test_sweep import caviar, run_sweep
 
@@ -458,7 +458,7 @@ def test_a_sweep_of_two_metrics_finds_and_reports_its_front(
             "budget": {"num_samples": 4, "max_concurrent": 2},
         }
     )
-    run_dir, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    run_dir, trials, history = run_sweep(spec, tmp_path, ray_head)
     assert list(trials["status"]) == ["completed"] * 4
     # params: each model's size, an integer constant over its epochs, growing with hidden.
     assert (history.groupby("trial_id")["params"].nunique() == 1).all()

@@ -64,9 +64,7 @@ def run(write_spec, tmp_path, module, text, **overrides):
     return out, tmp_path / "runs" / "r"
 
 
-def test_a_ray_tune_function_with_checkpoints_and_a_forced_failure(
-    write_spec, tmp_path, private_ray_tmp
-):
+def test_a_ray_tune_function_with_checkpoints_and_a_forced_failure(write_spec, tmp_path, ray_head):
     out, run_dir = run(write_spec, tmp_path, "raytrain", RAY_TUNE_TRAIN, max_failures=1)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     trials = pd.read_parquet(run_dir / "trials.parquet").set_index("param_x")
@@ -79,7 +77,7 @@ def test_a_ray_tune_function_with_checkpoints_and_a_forced_failure(
     assert (history["iterations"] == history["epoch"]).all()
 
 
-def test_ray_train_report_without_checkpoints(write_spec, tmp_path, private_ray_tmp):
+def test_ray_train_report_without_checkpoints(write_spec, tmp_path, ray_head):
     out, run_dir = run(
         write_spec,
         tmp_path,
@@ -111,7 +109,7 @@ def test_ray_train_report_without_checkpoints(write_spec, tmp_path, private_ray_
     ids=["missing", "string", "none", "nothing"],
 )
 def test_what_caviar_cannot_record_fails_with_the_reason(
-    write_spec, tmp_path, private_ray_tmp, body, message
+    write_spec, tmp_path, ray_head, body, message
 ):
     text = f"from ray import tune\n\n\ndef train(config):\n    {body}\n"
     out, run_dir = run(write_spec, tmp_path, "bad", text)

@@ -20,7 +20,7 @@ def caviar(*args, cwd):
     return out.stdout
 
 
-def run_sweep(spec_path, tmp_path, private_ray_tmp, storage=None):
+def run_sweep(spec_path, tmp_path, ray_head, storage=None):
     storage = storage or str(tmp_path / "runs")
     stdout = caviar("run", str(spec_path), "--storage", storage, "--name", "r", cwd=tmp_path)
     run_dir = tmp_path / "runs" / "r"
@@ -42,8 +42,8 @@ def function_spec(write_spec, tmp_path, source, train=None, **spec):
     )
 
 
-def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
-    run_dir, trials, history = run_sweep(write_spec(), tmp_path, private_ray_tmp)
+def test_builtin_sweep_with_asha(write_spec, tmp_path, ray_head):
+    run_dir, trials, history = run_sweep(write_spec(), tmp_path, ray_head)
     assert len(trials) == 8 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "early_stopped"}
     assert (trials["status"] == "early_stopped").sum() >= 1
@@ -77,7 +77,7 @@ def test_builtin_sweep_with_asha(write_spec, tmp_path, private_ray_tmp):
     assert board[0]["best_val_acc"] == trials["best_val_acc"].max()
 
 
-def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, private_ray_tmp):
+def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, ray_head):
     # Every trial has the same config, so with actor reuse every trial must give the same
     # numbers: seeds, model and optimizer are rebuilt per trial.
     spec = write_spec(
@@ -90,13 +90,13 @@ def test_reused_actors_leak_no_state_between_trials(write_spec, tmp_path, privat
     )
     # Storage given as a URI (as s3:// or gs:// would be), through pyarrow's filesystems.
     storage = f"file://{tmp_path}/runs"
-    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp, storage=storage)
+    _, trials, history = run_sweep(spec, tmp_path, ray_head, storage=storage)
     assert list(trials["status"]) == ["completed"] * 4
     per_trial = history.pivot(index="trial_id", columns="epoch", values="val_loss")
     assert (per_trial.nunique() == 1).all(), per_trial
 
 
-def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
+def test_faults_stay_in_their_trial(write_spec, tmp_path, ray_head):
     spec = function_spec(
         write_spec,
         tmp_path,
@@ -116,7 +116,7 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
         scheduler={"name": "fifo"},
         budget={"num_samples": 12},
     )
-    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    _, trials, history = run_sweep(spec, tmp_path, ray_head)
     x = trials["param_x"]
     expected = (
         pd.Series("completed", index=trials.index).mask(x < 0.5, "diverged").mask(x < 0.25, "error")
@@ -129,7 +129,7 @@ def test_faults_stay_in_their_trial(write_spec, tmp_path, private_ray_tmp):
     assert (trials.loc[trials["status"] == "completed", "best_score"] == 4 * x[x >= 0.5]).all()
 
 
-def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path, private_ray_tmp):
+def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path, ray_head):
     spec = write_spec(
         {
             "searcher": {
@@ -142,7 +142,7 @@ def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path,
             "train": {"task": "digits", "max_epochs": 3, "fixed": {"optimizer": "adamw"}},
         }
     )
-    run_dir, trials, _ = run_sweep(spec, tmp_path, private_ray_tmp)
+    run_dir, trials, _ = run_sweep(spec, tmp_path, ray_head)
     assert sorted(trials["round"]) == [0] * 4 + [1] * 4
     for col in ("param_lr", "param_hidden", "param_batch_size"):
         assert trials[col].notna().all()
@@ -155,9 +155,7 @@ def test_coarse_to_fine_rounds_and_regions_land_in_parquet(write_spec, tmp_path,
     assert round1["param_lr"].between(lr.loc[1, "low"], lr.loc[1, "high"]).all()
 
 
-def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
-    write_spec, tmp_path, private_ray_tmp
-):
+def test_a_function_that_does_not_report_the_metric_stops_the_sweep(write_spec, tmp_path, ray_head):
     spec = function_spec(
         write_spec,
         tmp_path,
@@ -182,7 +180,7 @@ def test_a_function_that_does_not_report_the_metric_stops_the_sweep(
 
 
 def test_a_sweep_stopped_by_a_bad_report_resumes_once_the_function_is_fixed(
-    write_spec, tmp_path, private_ray_tmp
+    write_spec, tmp_path, ray_head
 ):
     """The stop must not end Ray's searcher for good: resume runs the trials not yet run."""
     spec = function_spec(
@@ -215,7 +213,7 @@ def test_a_sweep_stopped_by_a_bad_report_resumes_once_the_function_is_fixed(
     assert (trials.status.drop(errored) == "completed").all(), trials.status
 
 
-def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private_ray_tmp):
+def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, ray_head):
     import time
 
     spec = function_spec(
@@ -247,7 +245,7 @@ def test_results_are_readable_while_the_sweep_runs(write_spec, tmp_path, private
     assert len(pd.read_parquet(trials_file)) == 8
 
 
-def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_path, private_ray_tmp):
+def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_path, ray_head):
     spec = function_spec(
         write_spec,
         tmp_path,
@@ -273,7 +271,7 @@ def test_a_trial_that_fails_once_resumes_from_its_checkpoint(write_spec, tmp_pat
         budget={"num_samples": 10},
         max_failures=2,
     )
-    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    _, trials, history = run_sweep(spec, tmp_path, ray_head)
     x = trials.set_index("trial_id")["param_x"]
     permanent = x[x >= 0.9].index
     flaky = x[x < 0.5].index
@@ -342,7 +340,7 @@ def train(config):
 
 
 def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
-    write_spec, tmp_path, private_ray_tmp
+    write_spec, tmp_path, ray_head
 ):
     spec = function_spec(
         write_spec,
@@ -355,7 +353,7 @@ def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
         budget={"num_samples": 3, "max_concurrent": 3},
         watchdog={"factor": 10, "min_s": 3},
     )
-    _, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    _, trials, history = run_sweep(spec, tmp_path, ray_head)
     by_x = trials.set_index("param_x")
     assert by_x.loc[0.9, "status"] == "error" and by_x.loc[0.9, "error_type"] == "TrialHung"
     assert "no report for" in by_x.loc[0.9, "error"] and by_x.loc[0.9, "epochs"] == 2
@@ -364,9 +362,9 @@ def test_a_hung_trial_is_stopped_by_the_watchdog_and_the_sweep_goes_on(
 
 
 @pytest.mark.parametrize("scheduler", ["caviar", "asha", "hyperband", "median", "pbt", "fifo"])
-def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, private_ray_tmp, scheduler):
+def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, ray_head, scheduler):
     spec = write_spec({"scheduler": {"name": scheduler}, "budget": {"num_samples": 6}})
-    run_dir, trials, history = run_sweep(spec, tmp_path, private_ray_tmp)
+    run_dir, trials, history = run_sweep(spec, tmp_path, ray_head)
     assert len(trials) == 6 and set(trials["status"]) <= {"completed", "early_stopped"}
     assert (
         len(history) == trials["epochs"].sum()
@@ -378,9 +376,9 @@ def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, private_ra
     assert (run_dir / "audit.parquet").exists() == (scheduler == "caviar")
 
 
-def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, private_ray_tmp):
+def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, ray_head):
     first = write_spec({"budget": {"num_samples": 4}}, name="first.yaml")
-    first_dir, _, _ = run_sweep(first, tmp_path, private_ray_tmp)
+    first_dir, _, _ = run_sweep(first, tmp_path, ray_head)
     second = write_spec(
         {
             "budget": {"num_samples": 3},
@@ -397,7 +395,7 @@ def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, p
 
 @pytest.mark.parametrize("searcher", ["tpe", "optuna_tpe", "coarse_to_fine"])
 def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
-    write_spec, tmp_path, private_ray_tmp, searcher
+    write_spec, tmp_path, ray_head, searcher
 ):
     spec = write_spec(
         {
@@ -418,7 +416,7 @@ def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
             "budget": {"num_samples": 8},
         }
     )
-    run_dir, trials, _ = run_sweep(spec, tmp_path, private_ray_tmp)
+    run_dir, trials, _ = run_sweep(spec, tmp_path, ray_head)
     sgd = trials["param_optimizer"] == "sgd"
     assert sgd.any() and (~sgd).any()
     assert trials.loc[sgd, "param_momentum"].notna().all()
@@ -430,7 +428,7 @@ def test_a_conditional_space_runs_and_its_inactive_parameters_are_null(
     assert "momentum" in (tmp_path / "report.html").read_text()
 
 
-def test_fused_trials_under_the_default_scheduler_and_searcher(tmp_path, private_ray_tmp):
+def test_fused_trials_under_the_default_scheduler_and_searcher(tmp_path, ray_head):
     """caviar's scheduler and TPE (random for its first 20), 8 trials on each 2 CPUs, as
     two groups of 4 members (one per CPU): two shapes (batch sizes), so members of one shape
     share groups as they come and go."""

@@ -58,7 +58,7 @@ def test_a_tracker_whose_package_is_missing_is_refused_with_the_pip_command(monk
 
 @pytest.mark.integration
 def test_each_trial_is_a_run_in_mlflow_wandb_and_tensorboard(
-    write_spec, tmp_path, private_ray_tmp, monkeypatch
+    write_spec, tmp_path, ray_head, monkeypatch
 ):
     """3 trials x 2 epochs, every epoch's metrics and each trial's hyperparameters in each
     tracker's own store, read back with its own reader."""
