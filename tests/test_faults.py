@@ -52,6 +52,13 @@ def slow_spec(write_spec, tmp_path: Path, **overrides) -> Path:
     )
 
 
+def start_run(spec: Path, run_dir: Path) -> CaviarProcess:
+    """`caviar run` of `spec` into `run_dir` (its parent the storage, its name the run's)."""
+    return CaviarProcess(
+        "run", str(spec), "--storage", str(run_dir.parent), "--name", run_dir.name, cwd=spec.parent
+    )
+
+
 def reported(run_dir: Path) -> int:
     """Results reported so far, over every trial folder."""
     return sum(p.read_text().count("\n") for p in run_dir.glob("ray/*/result.json"))
@@ -119,9 +126,7 @@ def test_a_driver_killed_five_times_then_resumed_runs_every_trial_once(
         budget={"num_samples": n, "max_concurrent": 2},
     )
     run_dir = tmp_path / "runs" / "r"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
     for _ in range(5):
         wait_for_reports(proc, run_dir, 6)
         proc.kill()  # kill -9 the driver and its embedded Ray mid-sweep
@@ -160,9 +165,7 @@ def test_a_resume_from_rays_state_copied_half_from_an_older_save_runs_every_tria
     )
     run_dir = tmp_path / "runs" / "r"
     ray_dir = run_dir / "ray"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
 
     def newest(pattern: str) -> Path | None:
         return max(ray_dir.glob(pattern), default=None)
@@ -197,9 +200,7 @@ def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, priva
     n = 6
     spec = slow_spec(write_spec, tmp_path, budget={"num_samples": n, "max_concurrent": 2})
     run_dir = tmp_path / "runs" / "r"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
         wait_for_reports(proc, run_dir, 4)
         proc.popen.send_signal(sig)
@@ -222,9 +223,7 @@ def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, priva
 def test_a_second_driver_on_a_running_sweep_is_refused(write_spec, tmp_path, private_ray_tmp):
     spec = slow_spec(write_spec, tmp_path, budget={"num_samples": 4, "max_concurrent": 1})
     run_dir = tmp_path / "runs" / "r"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
     try:
         wait_for_reports(proc, run_dir, 1)
         second = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
@@ -385,9 +384,7 @@ def test_caviars_scheduler_keeps_its_measurements_across_an_interrupt(
         train={"function": "slow:train", "max_epochs": 9, "fixed": {"sleep": 0.2}},
     )
     run_dir = tmp_path / "runs" / "r"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
     wait_for_reports(proc, run_dir, 40)
     proc.popen.send_signal(signal.SIGINT)
     assert proc.wait() == 130, proc.output
@@ -433,9 +430,7 @@ def test_a_fused_sweep_killed_and_resumed_keeps_every_member_as_if_trained_alone
         }
     )
     run_dir = tmp_path / "runs" / "r"
-    proc = CaviarProcess(
-        "run", str(spec), "--storage", str(run_dir.parent), "--name", "r", cwd=tmp_path
-    )
+    proc = start_run(spec, run_dir)
     wait_until(proc, lambda: recorded_mid_training(run_dir, epochs), "a member saved mid-sweep")
     proc.kill()
     assert "fused groups" in proc.output
