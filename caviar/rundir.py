@@ -68,7 +68,9 @@ def recover(loc: Location) -> None:
 
 # What Ray Tune restores a sweep from: the newest file of each kind, by name, as Ray picks it.
 RAY_STATE = ("experiment_state-", "search_gen_state-", "searcher-state-", "callback-states-")
-# The files of RAY_STATE of one save, in one file written whole (`ray_seam.StateSnapshot`).
+# The files of RAY_STATE of one save, in one file written whole (`ray_seam.StateSnapshot`). Not
+# .json or .pkl: Ray's resume copies those to its staging dir, and its syncs would then write
+# the old snapshot back over each new one.
 SNAPSHOT = "caviar-snapshot.zip"
 
 

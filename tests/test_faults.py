@@ -10,6 +10,7 @@ import os
 import signal
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ import pytest
 from conftest import CaviarProcess
 
 from caviar.results import load_history, load_trials
+from caviar.rundir import SNAPSHOT
 from caviar.searchers.coarse_to_fine import split_budget
 
 pytestmark = pytest.mark.integration
@@ -194,6 +196,9 @@ def test_a_resume_from_rays_state_copied_half_from_an_older_save_runs_every_tria
     assert proc.wait() == 0, proc.output
     trials, _ = check_complete(run_dir, n, max_epochs=8)
     assert trials["round"].value_counts().sort_index().tolist() == split_budget(n, 2)
+    # The resumed driver took snapshots of its own.
+    with zipfile.ZipFile(ray_dir / SNAPSHOT) as z:
+        assert len(z.namelist()) == 4 and session not in "".join(z.namelist())
 
 
 def test_ctrl_c_and_sigterm_stop_the_sweep_resumably(write_spec, tmp_path, private_ray_tmp):
@@ -245,8 +250,6 @@ def test_a_sweep_state_cut_short_is_refused_before_ray_starts_over(
     state, `rundir.restore_snapshot`, would put the file back whole; a run directory from
     before caviar took them has none.)"""
     from conftest import caviar_cli
-
-    from caviar.rundir import SNAPSHOT
 
     spec = slow_spec(write_spec, tmp_path, budget={"num_samples": 2})
     proc = CaviarProcess("run", str(spec), "--storage", "runs", "--name", "r", cwd=tmp_path)
