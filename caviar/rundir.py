@@ -108,8 +108,10 @@ def restore_snapshot(ray_dir: Location) -> None:
     names = ray_dir.names()
     for prefix in RAY_STATE:
         saved = max((n for n in files if n.startswith(prefix)), default=None)
+        if saved is None:
+            continue  # a kind the snapshot lacks stays as it is
         for name in names:
-            if saved is not None and name.startswith(prefix) and name > saved:
+            if name.startswith(prefix) and name > saved:
                 ray_dir.fs.delete_file((ray_dir / name).path)
     for name, data in files.items():
         (ray_dir / name).write_bytes(data)
