@@ -210,8 +210,6 @@ def _ray_report(which: str, metrics: Mapping[str, Any], *, checkpoint: Any = Non
         raise ReportError(
             f"ray.{which}.report: expected a dict of metrics, found {type(metrics).__name__}"
         )
-    metrics = dict(metrics)
-    metrics.setdefault("epoch", s.last_epoch + 1)  # Ray's training_iteration
     report(metrics, checkpoint)
 
 
@@ -244,14 +242,17 @@ def _session() -> Session:
 
 
 def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
-    """Report one epoch's metrics (with an integer ``epoch``) and optionally a checkpoint dict.
+    """Report one epoch's metrics and optionally a checkpoint dict. ``epoch`` (an integer from
+    1) defaults to the next one: one more than the last report's, or than the epoch of the
+    checkpoint a restored trial resumed from (as Ray counts ``training_iteration`` and W&B
+    counts ``wandb.log`` steps).
 
     A non-finite value of the sweep's metric, or ``diverged: True``, ends the trial as
     diverged: the report is recorded and then `Diverged` is raised out of the train function.
     """
     s = _session()
     metrics = dict(metrics)
-    epoch = metrics.get("epoch")
+    epoch = metrics.setdefault("epoch", s.last_epoch + 1)
     if isinstance(epoch, float) and epoch.is_integer():
         metrics["epoch"] = epoch = int(epoch)
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
@@ -261,7 +262,8 @@ def report(metrics: Mapping[str, Any], checkpoint: dict | None = None) -> None:
             "epochs count from 1, and a trial completes at max_epochs: where the loop counts "
             "from 0 (for epoch in range(n)), report epoch + 1"
             if epoch == 0 and type(epoch) is int
-            else "add 'epoch': <epoch number> to the reported dict"
+            else "report the epoch's number, or leave 'epoch' out to count each report as the "
+            "next epoch"
         )
         raise ReportError(
             f"caviar.report: metrics need an integer 'epoch' >= 1, found {epoch!r}; {fix}"
@@ -334,7 +336,6 @@ def run(fn: Callable[[dict], Any], config: dict[str, Any], session: Session) -> 
         if isinstance(out, Mapping):
             # The trial's last result: a scheduler's stop at this point stops nothing.
             out = {**out, FINAL: True}
-            out.setdefault("epoch", session.last_epoch + 1)
             with contextlib.suppress(Diverged):
                 report(out)
         elif not session.reported and not session.last_epoch:

@@ -28,11 +28,22 @@ def test_one_shot_objective_returns_its_metrics():
     assert result["score"] == 6 and result["epoch"] == 1 and result[session.FINAL]
 
 
-def test_epoch_is_required_and_integer():
+def test_epoch_defaults_to_the_next_and_is_an_integer_from_1():
+    def counts(config):
+        caviar.report({"score": 1.0})
+        caviar.report({"epoch": 2, "score": 1.0})
+        caviar.report({"score": 1.0})
+        return {"score": 2.0}
+
+    assert [r["epoch"] for r in run(counts)] == [1, 2, 3, 4]
+    # A restored trial goes on from its checkpoint's epoch.
+    s = session.Session("score", checkpoint={"epoch": 5})
+    session.run(lambda c: caviar.get_checkpoint() and caviar.report({"score": 1.0}), {}, s)
+    assert s.results[-1]["epoch"] == 6
     with pytest.raises(
-        session.ReportError, match="metrics need an integer 'epoch' >= 1, found None"
+        session.ReportError, match="metrics need an integer 'epoch' >= 1, found None; report"
     ):
-        run(lambda c: caviar.report({"score": 1.0}))
+        run(lambda c: caviar.report({"epoch": None, "score": 1.0}))
     with pytest.raises(session.ReportError, match="found 1.5"):
         run(lambda c: caviar.report({"epoch": 1.5, "score": 1.0}))
     assert run(lambda c: caviar.report({"epoch": 2.0, "score": 1.0}))[0]["epoch"] == 2
