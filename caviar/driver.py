@@ -472,9 +472,11 @@ def _sweep(
                     trial_dirname_creator=lambda t: t.trial_id,
                     verbose=0,
                     checkpoint_config=tune.CheckpointConfig(
-                        # PBT's exploit step copies a checkpoint another trial may have
-                        # deleted by then if only the latest two are kept.
-                        num_to_keep=max(spec.checkpoint.keep, 4)
+                        # PBT copies a trial's checkpoint from its last perturbation, up
+                        # to perturbation_interval epochs old (`ray_seam.Pbt`).
+                        num_to_keep=max(
+                            spec.checkpoint.keep, spec.scheduler.options.perturbation_interval + 1
+                        )
                         if spec.scheduler.name == "pbt"
                         else spec.checkpoint.keep
                     ),

@@ -14,6 +14,7 @@ import pickle
 import re
 import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -215,13 +216,59 @@ class RecordingMedian(RecordsStops, MedianStoppingRule):
         self.max_epochs = max_epochs
 
 
-class Pbt(ControllerAware, PopulationBasedTraining):
+class Pbt(RecordsStops, PopulationBasedTraining):
     """Ray's population based training. Ray refuses any search algorithm beside it, for fear
     that one learns from configurations PBT changed midway; caviar's spec pairs it with random
-    search only (its initial population), which learns nothing, so the check is skipped."""
+    search only (its initial population), which learns nothing, so the check is skipped.
+
+    Two of Ray's steps lose a trial's work, and are changed:
+    - Exploiting, Ray points the trial at the other trial's checkpoint and pauses it; that
+      trial goes on and deletes the checkpoint once it has `checkpoint.keep` newer ones, and
+      the paused one, started again later, then has nothing to restore (FileNotFoundError,
+      seen when trials outnumber their slots). Here the trial gets a copy of its own, in its
+      folder, kept and deleted as its own checkpoints are.
+    - A trial's last report (max_epochs) went through PBT like any other: it could pause the
+      trial, or be copied into a lower trial, which then had nothing left to train and ended
+      with the other trial's result as its own. Here a last report ends its trial."""
+
+    def __init__(self, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_epochs = max_epochs
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         super().on_trial_add(_WithoutSearchAlg(tune_controller), trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if self.final(result):
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def _exploit(self, tune_controller: Any, trial: Any, trial_to_clone: Any) -> None:
+        from ray.train._internal.session import _TrainingResult
+        from ray.tune import Checkpoint
+
+        source = self._trial_state[trial_to_clone]
+        fs = trial.storage.storage_filesystem
+        own = f"{trial.storage.trial_fs_path}/pbt_copy_{self._num_perturbations:06d}"
+        try:
+            fs.create_dir(own)
+            pafs.copy_files(
+                source.last_checkpoint.path,
+                own,
+                source_filesystem=source.last_checkpoint.filesystem,
+                destination_filesystem=fs,
+            )
+        except OSError as e:  # it had no checkpoint left: the trial goes on as it is
+            print(
+                f"caviar: pbt: trial {trial.trial_id} keeps its own weights instead of trial "
+                f"{trial_to_clone.trial_id}'s, whose checkpoint could not be copied ({e})",
+                file=sys.stderr,
+            )
+            return
+        super()._exploit(tune_controller, trial, trial_to_clone)
+        trial.run_metadata.checkpoint_manager.register_checkpoint(
+            _TrainingResult(checkpoint=Checkpoint(own, fs), metrics=source.last_result)
+        )
 
 
 class _WithoutSearchAlg:
@@ -301,6 +348,7 @@ def make_scheduler(spec: SweepSpec) -> TrialScheduler:
         )
     if name == "pbt":
         return Pbt(
+            max_epochs,
             time_attr="epoch",
             perturbation_interval=o.perturbation_interval,
             quantile_fraction=o.quantile_fraction,

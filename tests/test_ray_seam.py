@@ -4,6 +4,7 @@ These tests import Ray Tune, so they run in the integration lane."""
 import json
 import pickle
 import signal
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -388,6 +389,38 @@ def test_hyperband_ends_a_trial_at_max_epochs_instead_of_pausing_it(monkeypatch)
     assert not scheduler.stopped  # a stop at max_epochs is no early stop
 
 
+def test_pbt_ends_a_trial_at_max_epochs_and_keeps_its_weights_when_no_copy_can_be_made(
+    monkeypatch, tmp_path, capsys
+):
+    """A last report ends its trial: PBT neither pauses it nor lets another trial copy it. An
+    exploit whose checkpoint cannot be copied into the trial's own folder is skipped, with a
+    line on stderr; the trial goes on (Ray's exploit, which pauses it, never runs)."""
+    import pyarrow.fs as pafs
+    from ray.tune import Checkpoint
+
+    raw = {"space": {"lr": {"loguniform": [1e-3, 1e-1]}}, "scheduler": {"name": "pbt"}}
+    scheduler = seam.make_scheduler(spec(**raw))
+    monkeypatch.setattr(seam.PopulationBasedTraining, "on_trial_result", lambda *a: "PAUSE")
+    trial = FakeTrial("t0")
+    assert scheduler.on_trial_result(None, trial, {"epoch": 4, "acc": 0.5}) == "PAUSE"
+    assert scheduler.on_trial_result(None, trial, {"epoch": 9, "acc": 0.5}) == "CONTINUE"
+
+    def exploit(*args):
+        raise AssertionError("Ray's exploit ran")
+
+    monkeypatch.setattr(seam.PopulationBasedTraining, "_exploit", exploit)
+    source = type("Trial", (), {"trial_id": "t1"})()  # hashable, as Ray's trials are
+    gone = Checkpoint(str(tmp_path / "t1" / "checkpoint_000003"), pafs.LocalFileSystem())
+    scheduler._trial_state[source] = types.SimpleNamespace(
+        last_checkpoint=gone, last_result={"epoch": 3, "acc": 0.9}
+    )
+    trial.storage = types.SimpleNamespace(
+        trial_fs_path=str(tmp_path / "t0"), storage_filesystem=pafs.LocalFileSystem()
+    )
+    scheduler._exploit(None, trial, source)
+    assert "trial t0 keeps its own weights instead of trial t1's" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("name", ["asha", "hyperband", "median", "pbt", "fifo", "caviar"])
 def test_every_named_scheduler_is_built_with_its_options(name):
     scheduler = seam.make_scheduler(spec(scheduler={"name": name}))
@@ -422,8 +455,6 @@ class StagedTrial:
     the run directory's trial folder (`path`) on its file system. Hashable, as trials are."""
 
     def __init__(self, staging: Path, remote: Path, fs):
-        import types
-
         staging.mkdir(parents=True, exist_ok=True)
         self.local_path, self.path = str(staging), str(remote)
         self.config, self.checkpoint = {"x": 1}, object()

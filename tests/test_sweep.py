@@ -370,10 +370,50 @@ def test_each_named_scheduler_runs_a_real_sweep(write_spec, tmp_path, ray_head, 
         len(history) == trials["epochs"].sum()
         and not history.duplicated(["trial_id", "epoch"]).any()
     )
-    if scheduler == "fifo":
+    if scheduler in ("fifo", "pbt"):  # neither stops a trial
         assert (trials["status"] == "completed").all()
     assert (trials["stopped_by_scheduler"] <= (trials["status"] == "early_stopped")).all()
     assert (run_dir / "audit.parquet").exists() == (scheduler == "caviar")
+
+
+CARRIES_ITS_WEIGHTS = """
+import caviar
+
+
+def train(config):
+    # `owner`: the x of the trial whose weights these are (PBT copies them with a checkpoint).
+    state = caviar.get_checkpoint() or {"epoch": 0, "w": 0.0, "owner": config["x"]}
+    w = state["w"]
+    for epoch in range(state["epoch"] + 1, config["max_epochs"] + 1):
+        w += config["x"]
+        metrics = {"epoch": epoch, "score": w, "owner": state["owner"]}
+        caviar.report(metrics, checkpoint={**metrics, "w": w})
+"""
+
+
+def test_pbt_with_more_trials_than_slots_copies_weights_and_loses_no_trial(
+    write_spec, tmp_path, ray_head
+):
+    """Paused trials wait for a slot while the trials they copy go on: each gets a copy of its
+    own of the checkpoint it exploits (Ray's pointer was deleted under it: FileNotFoundError),
+    and a trial's last epoch ends it (copied, it left the other trial nothing to train)."""
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        CARRIES_ITS_WEIGHTS,
+        train={"max_epochs": 16},
+        searcher={"name": "random"},
+        scheduler={"name": "pbt", "perturbation_interval": 2},
+        budget={"num_samples": 8, "max_concurrent": 2},
+    )
+    _, trials, history = run_sweep(spec, tmp_path, ray_head)
+    assert list(trials["status"]) == ["completed"] * 8, trials[["status", "error"]]
+    assert (trials["epochs"] == 16).all()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+    assert (history.groupby("trial_id")["epoch"].max() == 16).all()
+    history = history.sort_values(["trial_id", "epoch"])
+    first = history.groupby("trial_id")["owner"].transform("first")
+    assert (history["owner"] != first).any(), "no trial went on from another's weights"
 
 
 def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, ray_head):
