@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from caviar import catalog, results, rundir, session, space
+from caviar import catalog, results, rundir, schedulers, session, space
 from caviar.errors import CaviarError, Interrupted, RunDirError
 from caviar.loader import load_function
 from caviar.searchers import searcher_class
@@ -441,9 +441,16 @@ def _sweep(
                 callbacks.append(seam.Release(broker))
                 lay = fused.layout(spec.resources)
                 groups = f" in up to {capacity * lay.groups} fused groups of {lay.size}"
+            # Ray's limit counts the trials started and not finished, paused ones too. Under a
+            # scheduler that pauses trials, at the cluster's capacity it kept HyperBand's
+            # brackets from ever filling (it stopped nothing) and PBT's population at the
+            # trials running: those get every trial from the start, as from Ray's own
+            # generator, and the cluster's capacity bounds the trials running.
+            pausing = spec.scheduler.name in schedulers.PAUSING
             search_alg = tune.search.ConcurrencyLimiter(
                 seam.SearcherAdapter(searcher, spec.train.max_epochs, snapshot.on_save),
-                max_concurrent=concurrency,
+                max_concurrent=spec.budget.max_concurrent
+                or (spec.budget.num_samples if pausing else concurrency),
             )
             print(
                 f"caviar: {'resuming' if resume else 'sweep'} {spec.name}: "

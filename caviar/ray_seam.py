@@ -208,6 +208,22 @@ class RecordingHyperBand(RecordsStops, HyperBandScheduler):
             return TrialScheduler.CONTINUE
         return decision
 
+    def _process_bracket(self, tune_controller: Any, bracket: Any) -> str:
+        # Ray stops the bracket's bad trials here: the paused ones through the controller,
+        # not by a decision on a result of theirs. Counted as stopped as well.
+        halving = bracket.successive_halving
+
+        def recorded(*args: Any) -> tuple[list, list]:
+            good, bad = halving(*args)
+            self.stopped.update(t.trial_id for t in bad)
+            return good, bad
+
+        bracket.successive_halving = recorded
+        try:
+            return super()._process_bracket(tune_controller, bracket)
+        finally:
+            del bracket.successive_halving  # the bracket is saved with the scheduler
+
 
 class RecordingMedian(RecordsStops, MedianStoppingRule):
     def __init__(self, max_epochs: int, **kwargs: Any) -> None:

@@ -65,6 +65,9 @@ SCHEDULERS: dict[str, type] = {
     "fifo": FifoOptions,
 }
 DEFAULT = "caviar"
+PAUSING = frozenset({"hyperband", "pbt"})
+"""Schedulers that pause trials and start them again later, deciding over a bracket or a
+population of trials that exist at once (Ray Tune creates every trial up front for them)."""
 
 
 def rungs(name: str, options: object, max_epochs: int) -> list[float] | None:

@@ -1,6 +1,7 @@
 """Real sweeps on a private local Ray, run through the `caviar` command as a user would."""
 
 import json
+import os
 import re
 import subprocess
 import textwrap
@@ -407,13 +408,37 @@ def test_pbt_with_more_trials_than_slots_copies_weights_and_loses_no_trial(
         budget={"num_samples": 8, "max_concurrent": 2},
     )
     _, trials, history = run_sweep(spec, tmp_path, ray_head)
-    assert list(trials["status"]) == ["completed"] * 8, trials[["status", "error"]]
-    assert (trials["epochs"] == 16).all()
+    table = trials[["trial_id", "status", "epochs", "error"]].to_string()
+    assert list(trials["status"]) == ["completed"] * 8 and (trials["epochs"] == 16).all(), table
     assert not history.duplicated(["trial_id", "epoch"]).any()
     assert (history.groupby("trial_id")["epoch"].max() == 16).all()
     history = history.sort_values(["trial_id", "epoch"])
     first = history.groupby("trial_id")["owner"].transform("first")
     assert (history["owner"] != first).any(), "no trial went on from another's weights"
+
+
+def test_hyperband_with_fewer_slots_than_a_bracket_fills_it_and_stops_trials(
+    write_spec, tmp_path, ray_head
+):
+    """Ray's limit on the trials started counts paused ones: at the slots the cluster has (one
+    here), HyperBand's brackets never filled, and it stopped nothing. Trials it stops while
+    they are paused count as stopped by the scheduler too."""
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        CARRIES_ITS_WEIGHTS,
+        train={"max_epochs": 9},
+        searcher={"name": "random"},
+        scheduler={"name": "hyperband"},
+        budget={"num_samples": 12},
+        resources={"cpu": os.cpu_count()},
+    )
+    _, trials, history = run_sweep(spec, tmp_path, ray_head)
+    stopped = trials["status"] == "early_stopped"
+    assert stopped.sum() >= 4 and (trials.loc[~stopped, "status"] == "completed").all()
+    assert (trials["stopped_by_scheduler"] == stopped).all()
+    assert len(history) == trials["epochs"].sum()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
 
 
 def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, ray_head):
