@@ -7,6 +7,7 @@ together; this module and the driver are the only ones that import Ray Tune.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -282,9 +283,14 @@ class Pbt(RecordsStops, PopulationBasedTraining):
             )
             return
         super()._exploit(tune_controller, trial, trial_to_clone)
-        trial.run_metadata.checkpoint_manager.register_checkpoint(
-            _TrainingResult(checkpoint=Checkpoint(own, fs), metrics=source.last_result)
-        )
+        # Registered, it is the trial's latest; the oldest it keeps beyond `checkpoint.keep`
+        # are deleted then. One may be gone already (a resumed sweep's snapshot names
+        # checkpoints the killed driver deleted after it): Ray's own registration of a
+        # trial's checkpoint logs that and goes on, and so does this one.
+        with contextlib.suppress(FileNotFoundError):
+            trial.run_metadata.checkpoint_manager.register_checkpoint(
+                _TrainingResult(checkpoint=Checkpoint(own, fs), metrics=source.last_result)
+            )
 
 
 class _WithoutSearchAlg:

@@ -402,6 +402,35 @@ def test_caviars_scheduler_keeps_its_measurements_across_an_interrupt(
     assert after["stopped"].sum() == (trials["status"] == "early_stopped").sum()
 
 
+def test_a_pbt_sweep_killed_and_resumed_completes_every_trial(
+    write_spec, tmp_path, private_ray_tmp
+):
+    """The resumed sweep's checkpoint records name checkpoints the killed driver deleted after
+    its last snapshot: an exploit, registering its copy, then tried to delete one of those and
+    the whole sweep failed (FileNotFoundError out of Ray's checkpoint manager)."""
+    n, epochs = 6, 16
+    spec = slow_spec(
+        write_spec,
+        tmp_path,
+        scheduler={"name": "pbt", "perturbation_interval": 2},
+        searcher={"name": "random"},
+        budget={"num_samples": n},
+        train={"function": "slow:train", "max_epochs": epochs, "fixed": {"sleep": 0.25}},
+    )
+    run_dir = tmp_path / "runs" / "r"
+    proc = start_run(spec, run_dir)
+    wait_for_reports(proc, run_dir, 30)
+    wait_until(proc, lambda: recorded_mid_training(run_dir, epochs), "a snapshot mid-training")
+    wait_for_reports(proc, run_dir, 8)  # checkpoints made (and old ones deleted) after it
+    proc.kill()
+    proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    trials, history = load_trials(run_dir), load_history(run_dir)
+    assert len(trials) == n and (trials["status"] == "completed").all(), trials
+    assert (history.groupby("trial_id")["epoch"].max() == epochs).all()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+
+
 def test_a_fused_sweep_killed_and_resumed_keeps_every_member_as_if_trained_alone(
     write_spec, tmp_path, private_ray_tmp
 ):
