@@ -27,6 +27,8 @@ from caviar.spec import SweepSpec
 from caviar.stopping import STOP, Stopping
 
 SIMULATIONS = 200
+UNMODELLED = ("hyperband", "median")
+"""Schedulers that stop trials, by rules the plan does not simulate."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,13 @@ class Plan:
             f"  {r.epoch:7g} {r.trials:8.1f} {f'({r.low:g}-{r.high:g})':>11s} {r.epochs:9.0f}"
             for r in self.rungs
         ]
-        lines.append(f"  expected total: {self.epochs:,.0f} epochs ({self.epochs / full:.0%})")
+        if self.scheduler in UNMODELLED:
+            lines.append(
+                f"  at most {full:,} epochs: {self.scheduler}'s stops are not simulated (every "
+                "trial counted in full)"
+            )
+        else:
+            lines.append(f"  expected total: {self.epochs:,.0f} epochs ({self.epochs / full:.0%})")
         if self.epochs_if_all_trusted is not None:
             lines.append(
                 "  (on typical learning curves; caviar stops trials only at rungs whose ranks "
@@ -172,7 +180,7 @@ def expected_rungs(spec: SweepSpec, simulations: int = SIMULATIONS, seed: int = 
             )
         elif name == "caviar":
             stops = _caviar_reached(curves, spec)
-        else:  # no rung-based stopping to model: every trial trains fully
+        else:  # pbt and fifo stop nothing; hyperband and median are not simulated
             stops = [max_epochs] * n
         stops = np.asarray(stops, dtype=float)
         previous = 0.0

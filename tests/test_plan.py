@@ -29,6 +29,13 @@ def test_fifo_trains_everything_and_asha_roughly_a_third_per_rung():
     assert sum(r.epochs for r in asha) < 60 * 8
 
 
+@pytest.mark.parametrize("name", ["hyperband", "median"])
+def test_a_plan_does_not_call_a_stopping_rule_it_does_not_simulate_an_expectation(name):
+    text = plan.make_plan(spec(scheduler={"name": name}), concurrency=2).text()
+    assert f"at most 240 epochs: {name}'s stops are not simulated" in text
+    assert "expected total" not in text
+
+
 def test_caviars_plan_also_states_the_cost_when_no_rung_is_trusted():
     p = plan.make_plan(spec(scheduler={"name": "caviar"}), concurrency=2, epoch_seconds=0.5)
     assert p.scheduler == "caviar" and p.epochs_if_all_trusted == 60 * 4
