@@ -14,6 +14,7 @@ import platform
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -462,6 +463,7 @@ def _sweep(
             # callback objects (whose state Ray then restores), where Tuner.restore would
             # unpickle copies of the first run's, cut off from this driver.
             storage_path, storage_filesystem = ray_storage(run_dir)
+            began = time.monotonic()
             with _graceful_stop() as signals:
                 analysis = tune.run(
                     make_trainable(spec, search_path, train_fn, broker),
@@ -512,6 +514,15 @@ def _sweep(
         catalog.publish(run_dir)
     except (CaviarError, OSError) as e:
         print(f"caviar: {run_dir.uri} not added to the catalog: {e}", file=sys.stderr)
+    budget = spec.budget.time_budget_s
+    if budget and time.monotonic() - began >= budget:
+        never = spec.budget.num_samples - len(status)
+        print(
+            f"caviar: budget.time_budget_s ({budget:g} s) ended the sweep: the trials running "
+            "then were stopped (early_stopped)"
+            + (f", and {never} of its {spec.budget.num_samples} never started" if never else ""),
+            file=sys.stderr,
+        )
     if abort.reason:
         stopped = f"the sweep was stopped; what ran is in {run_dir.uri}"
         if abort.resumable:

@@ -441,6 +441,36 @@ def test_hyperband_with_fewer_slots_than_a_bracket_fills_it_and_stops_trials(
     assert not history.duplicated(["trial_id", "epoch"]).any()
 
 
+def test_a_time_budget_ends_the_sweep_and_says_so(write_spec, tmp_path, ray_head):
+    source = """
+    import time
+    import caviar
+
+    def train(config):
+        for epoch in range(1, config["max_epochs"] + 1):
+            time.sleep(0.3)
+            caviar.report({"epoch": epoch, "score": config["x"]})
+    """
+    spec = function_spec(
+        write_spec,
+        tmp_path,
+        source,
+        train={"max_epochs": 20},  # 6 s a trial, one at a time: 36 s for the six
+        scheduler={"name": "fifo"},
+        budget={"num_samples": 6, "time_budget_s": 3},
+        resources={"cpu": os.cpu_count()},
+    )
+    out = caviar_cli("run", str(spec), "--storage", str(tmp_path / "runs"), cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "caviar: budget.time_budget_s (3 s) ended the sweep: the trials running then" in (
+        out.stderr
+    )
+    (run_dir,) = (tmp_path / "runs").glob("*-*")
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert len(trials) < 6 and not (trials["status"] == "completed").any()
+    assert f"and {6 - len(trials)} of its 6 never started" in out.stderr
+
+
 def test_a_warm_started_sweep_learns_from_an_earlier_one(write_spec, tmp_path, ray_head):
     first = write_spec({"budget": {"num_samples": 4}}, name="first.yaml")
     first_dir, _, _ = run_sweep(first, tmp_path, ray_head)
