@@ -392,20 +392,28 @@ def train(config):
 """
 
 
+def weights_spec(write_spec, tmp_path, scheduler: dict, epochs: int, **spec):
+    """CARRIES_ITS_WEIGHTS under `scheduler` with random search, and `spec`'s other keys."""
+    return function_spec(
+        write_spec,
+        tmp_path,
+        CARRIES_ITS_WEIGHTS,
+        train={"max_epochs": epochs},
+        searcher={"name": "random"},
+        scheduler=scheduler,
+        **spec,
+    )
+
+
 def test_pbt_with_more_trials_than_slots_copies_weights_and_loses_no_trial(
     write_spec, tmp_path, ray_head
 ):
     """Paused trials wait for a slot while the trials they copy go on: each gets a copy of its
     own of the checkpoint it exploits (Ray's pointer was deleted under it: FileNotFoundError),
     and a trial's last epoch ends it (copied, it left the other trial nothing to train)."""
-    spec = function_spec(
-        write_spec,
-        tmp_path,
-        CARRIES_ITS_WEIGHTS,
-        train={"max_epochs": 16},
-        searcher={"name": "random"},
-        scheduler={"name": "pbt", "perturbation_interval": 2},
-        budget={"num_samples": 8, "max_concurrent": 2},
+    pbt = {"name": "pbt", "perturbation_interval": 2}
+    spec = weights_spec(
+        write_spec, tmp_path, pbt, 16, budget={"num_samples": 8, "max_concurrent": 2}
     )
     _, trials, history = run_sweep(spec, tmp_path, ray_head)
     table = trials[["trial_id", "status", "epochs", "error"]].to_string()
@@ -423,15 +431,13 @@ def test_hyperband_with_fewer_slots_than_a_bracket_fills_it_and_stops_trials(
     """Ray's limit on the trials started counts paused ones: at the slots the cluster has (one
     here), HyperBand's brackets never filled, and it stopped nothing. Trials it stops while
     they are paused count as stopped by the scheduler too."""
-    spec = function_spec(
+    spec = weights_spec(
         write_spec,
         tmp_path,
-        CARRIES_ITS_WEIGHTS,
-        train={"max_epochs": 9},
-        searcher={"name": "random"},
-        scheduler={"name": "hyperband"},
+        {"name": "hyperband"},
+        9,
         budget={"num_samples": 12},
-        resources={"cpu": os.cpu_count()},
+        resources={"cpu": os.cpu_count()},  # one trial at a time
     )
     _, trials, history = run_sweep(spec, tmp_path, ray_head)
     stopped = trials["status"] == "early_stopped"
