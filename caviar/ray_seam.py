@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -266,7 +267,10 @@ class Pbt(RecordsStops, PopulationBasedTraining):
 
         source = self._trial_state[trial_to_clone]
         fs = trial.storage.storage_filesystem
-        own = f"{trial.storage.trial_fs_path}/pbt_copy_{self._num_perturbations:06d}"
+        # A name of its own: a resumed sweep's counters, and a second copy of the same
+        # checkpoint, would name a folder that its records may delete later.
+        name = f"pbt_copy_{trial_to_clone.trial_id}_{uuid.uuid4().hex[:8]}"
+        own = f"{trial.storage.trial_fs_path}/{name}"
         try:
             fs.create_dir(own)
             pafs.copy_files(
