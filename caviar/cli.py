@@ -61,6 +61,16 @@ def _validate(args: argparse.Namespace) -> None:
     for metric, mode in zip(spec.metrics, spec.modes, strict=True):
         for warning in mode_warnings(metric, mode):
             print(f"{args.spec}: warning: {warning}")
+    from caviar.schedulers import PAUSING
+
+    limit, n = spec.budget.max_concurrent, spec.budget.num_samples
+    if spec.scheduler.name in PAUSING and limit and limit < n:
+        print(
+            f"{args.spec}: warning: budget.max_concurrent: {limit} counts the trials "
+            f"{spec.scheduler.name} pauses too, so at most {limit} of the {n} take part in it "
+            f"at once ({'a bracket' if spec.scheduler.name == 'hyperband' else 'the population'}"
+            "); leave it out to have every trial in it and the cluster bound those running"
+        )
     full = spec.budget.num_samples * spec.train.max_epochs
     print(
         f"{args.spec}: epoch budget: at most {full:,} epochs ({spec.budget.num_samples} trials x "

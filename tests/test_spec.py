@@ -531,6 +531,16 @@ def test_validate_imports_the_train_function_and_warns_of_a_mode_against_the_met
         assert out.returncode == 2 and error in out.stderr, out.stderr
 
 
+@pytest.mark.parametrize("name", ["hyperband", "pbt"])
+def test_validate_warns_that_a_concurrency_limit_counts_paused_trials(write_spec, tmp_path, name):
+    raw = {"scheduler": {"name": name}, "searcher": {"name": "random"}}
+    out = caviar_cli("validate", str(write_spec(raw)), cwd=tmp_path, without_ray=True)
+    assert out.returncode == 0 and "counts the trials" not in out.stdout, out.stderr
+    raw["budget"] = {"num_samples": 8, "max_concurrent": 2}
+    out = caviar_cli("validate", str(write_spec(raw)), cwd=tmp_path, without_ray=True)
+    assert f"warning: budget.max_concurrent: 2 counts the trials {name} pauses too" in out.stdout
+
+
 def test_mode_warnings():
     from caviar.cli import mode_warnings
 
