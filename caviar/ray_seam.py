@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 from ray.air._internal import usage as ray_usage
 from ray.tune import Callback, Stopper
 from ray.tune.error import TuneError
+from ray.tune.experiment import Trial
 from ray.tune.logger import JsonLoggerCallback
 from ray.tune.result import EXPR_RESULT_FILE
 from ray.tune.schedulers import (
@@ -198,6 +199,14 @@ class RecordingHyperBand(RecordsStops, HyperBandScheduler):
         super().__init__(**kwargs)
         self.stopped: set[str] = set()
         self.max_epochs = kwargs["max_t"]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        # A resumed sweep adds its finished trials too (Ray's HyperBand saves no state: its
+        # brackets start again). In a bracket, a finished trial never reaches the next
+        # milestone, and the bracket's other trials stayed paused for ever (seen: a hung
+        # resume). They take no part.
+        if trial.status not in (Trial.TERMINATED, Trial.ERROR):
+            super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         decision = super().on_trial_result(tune_controller, trial, result)

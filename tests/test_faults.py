@@ -431,6 +431,32 @@ def test_a_pbt_sweep_killed_and_resumed_completes_every_trial(
     assert not history.duplicated(["trial_id", "epoch"]).any()
 
 
+def test_a_hyperband_sweep_killed_and_resumed_completes(write_spec, tmp_path, private_ray_tmp):
+    """Ray's HyperBand saves no state: resumed, its brackets start again and the sweep adds
+    every trial to them, the finished ones too, which never reach a milestone again; the other
+    trials waited paused for them for ever (a hung resume)."""
+    n, epochs = 12, 16
+    spec = slow_spec(
+        write_spec,
+        tmp_path,
+        scheduler={"name": "hyperband"},
+        searcher={"name": "random"},
+        budget={"num_samples": n},
+        train={"function": "slow:train", "max_epochs": epochs, "fixed": {"sleep": 0.25}},
+    )
+    run_dir = tmp_path / "runs" / "r"
+    proc = start_run(spec, run_dir)
+    wait_until(proc, lambda: "early_stopped at epoch" in proc.output, "a trial stopped")
+    wait_until(proc, lambda: recorded_mid_training(run_dir, epochs), "a snapshot mid-training")
+    proc.kill()
+    proc = CaviarProcess("resume", str(run_dir), cwd=tmp_path)
+    assert proc.wait() == 0, proc.output
+    trials, history = load_trials(run_dir), load_history(run_dir)
+    assert len(trials) == n and set(trials["status"]) == {"completed", "early_stopped"}
+    assert len(history) == trials["epochs"].sum()
+    assert not history.duplicated(["trial_id", "epoch"]).any()
+
+
 def test_a_fused_sweep_killed_and_resumed_keeps_every_member_as_if_trained_alone(
     write_spec, tmp_path, private_ray_tmp
 ):
