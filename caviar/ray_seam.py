@@ -233,7 +233,7 @@ class RecordingHyperBand(RecordsStops, HyperBandScheduler):
         try:
             return super()._process_bracket(tune_controller, bracket)
         finally:
-            del bracket.successive_halving  # the bracket is saved with the scheduler
+            del bracket.successive_halving  # the bracket's own method again
 
 
 class RecordingMedian(RecordsStops, MedianStoppingRule):

@@ -607,11 +607,6 @@ def _cross_checks(spec: SweepSpec, invalid: set[str]) -> list[str]:
     return problems
 
 
-FUSING_SCHEDULERS = ("caviar", "asha", "median", "fifo")
-"""Schedulers that only continue or stop trials. Fused trials cannot pause: a paused member
-would hold its group at the next epoch's barrier."""
-
-
 def _fused(spec: SweepSpec) -> list[str]:
     if spec.resources.fuse == 1:
         return []
@@ -622,10 +617,13 @@ def _fused(spec: SweepSpec) -> list[str]:
             f"batched computation, and this sweep runs train.function {spec.train.function!r}; "
             "remove resources.fuse, or use train.task and train.model"
         )
-    if spec.scheduler.name not in FUSING_SCHEDULERS:
+    # Fused trials cannot pause: a paused member would hold its group at the next epoch's
+    # barrier. The schedulers that only continue or stop trials can fuse.
+    if spec.scheduler.name in schedulers.PAUSING:
+        fusing = [name for name in schedulers.SCHEDULERS if name not in schedulers.PAUSING]
         problems.append(
             f"scheduler.name: scheduler '{spec.scheduler.name}' pauses trials, which fused "
-            f"trials cannot; use one of {', '.join(FUSING_SCHEDULERS)} with resources.fuse, or "
+            f"trials cannot; use one of {', '.join(fusing)} with resources.fuse, or "
             "remove resources.fuse"
         )
     return problems
